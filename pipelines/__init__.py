@@ -1,0 +1,1 @@
+"""Pipelines built from the components, their compiled YAML (golden files) and the local runner."""

@@ -1,0 +1,71 @@
+"""Compile every pipeline to YAML, or check that the committed YAML matches a fresh compile."""
+
+from __future__ import annotations
+
+import difflib
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kfp import compiler
+
+PIPELINES_DIR = Path(__file__).resolve().parent
+
+
+@dataclass(frozen=True)
+class CompiledPipeline:
+    """A pipeline function and the committed YAML file it compiles to."""
+
+    name: str
+    relative_path: str
+
+    @property
+    def path(self) -> Path:
+        return PIPELINES_DIR / self.relative_path
+
+    def function(self) -> Any:
+        from textclf.pipelines.training import pipeline as training
+
+        return {
+            "training": training.training_pipeline,
+            "training-gpu": training.training_pipeline_gpu,
+        }[self.name]
+
+
+PIPELINES = (
+    CompiledPipeline("training", "training/training_pipeline.yaml"),
+    CompiledPipeline("training-gpu", "training/training_pipeline_gpu.yaml"),
+)
+
+
+def compile_pipeline(pipeline: CompiledPipeline, path: Path) -> None:
+    compiler.Compiler().compile(pipeline_func=pipeline.function(), package_path=str(path))
+
+
+def compile_all() -> list[Path]:
+    """Regenerate every committed pipeline YAML."""
+    written = []
+    for pipeline in PIPELINES:
+        compile_pipeline(pipeline, pipeline.path)
+        written.append(pipeline.path)
+    return written
+
+
+def stale_pipelines() -> dict[str, str]:
+    """Pipelines whose committed YAML differs from a fresh compile, with a unified diff (or 'missing')."""
+    stale = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for pipeline in PIPELINES:
+            fresh = Path(tmp) / pipeline.path.name
+            compile_pipeline(pipeline, fresh)
+            if not pipeline.path.exists():
+                stale[pipeline.relative_path] = "missing"
+                continue
+            old, new = pipeline.path.read_text(), fresh.read_text()
+            if old != new:
+                diff = difflib.unified_diff(
+                    old.splitlines(), new.splitlines(), "committed", "fresh compile", lineterm="", n=1
+                )
+                stale[pipeline.relative_path] = "\n".join(list(diff)[:40])
+    return stale
