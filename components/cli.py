@@ -56,6 +56,11 @@ def pipeline_arguments(args: argparse.Namespace) -> dict[str, Any]:
     """Pipeline parameters from parsed flags, validated through the typed configs first."""
     if not args.dataset_uri:
         raise TextclfError("no dataset: pass --dataset-uri (../shared/datasets/ag_news was not found)")
+    from textclf.ingest.ingest import SPLITS, find_split_file, resolve_local_dir
+
+    dataset_dir = resolve_local_dir(str(args.dataset_uri))  # fail here, not deep inside the pipeline
+    for split in SPLITS:
+        find_split_file(dataset_dir, split)
     SplitConfig(validation_fraction=args.validation_fraction, max_train_rows=args.max_train_rows,
                 max_test_rows=args.max_test_rows, seed=args.seed)
     TrainConfig(base_model=args.base_model or "(packaged)", method=args.method, epochs=args.epochs,
@@ -87,7 +92,12 @@ def pipeline_arguments(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_run(args: argparse.Namespace) -> int:
     from textclf.pipelines.local import run_training_locally
 
-    summary = run_training_locally(pipeline_arguments(args), args.runs_dir)
+    arguments = pipeline_arguments(args)
+    try:
+        summary = run_training_locally(arguments, args.runs_dir)
+    except RuntimeError as exc:  # the local runner reports a failed task this way; its log is printed above
+        print(f"textclf: error: {exc} (the failing component's error is in the log above)", file=sys.stderr)
+        return 1
     print(json.dumps(summary["metrics"], indent=2))
     print("\nArtifacts:")
     for name, path in summary["artifacts"].items():

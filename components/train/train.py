@@ -152,6 +152,28 @@ def merge_adapters(model: Any, config: TrainConfig, labels: list[str], workdir: 
     return PeftModel.from_pretrained(base, adapter_dir).merge_and_unload()
 
 
+#: Written last by the Trainer when it saves a checkpoint; a checkpoint without it was cut off mid-write.
+CHECKPOINT_COMPLETE_MARKER = "trainer_state.json"
+
+
+def last_complete_checkpoint(checkpoint_dir: Path) -> str | None:
+    """Newest checkpoint that was fully written; incomplete ones (a kill during saving) are deleted."""
+    import re
+    import shutil
+
+    numbered = []
+    for path in checkpoint_dir.glob("checkpoint-*"):
+        match = re.fullmatch(r"checkpoint-(\d+)", path.name)
+        if match and path.is_dir():
+            numbered.append((int(match.group(1)), path))
+    for _, path in sorted(numbered, reverse=True):
+        if (path / CHECKPOINT_COMPLETE_MARKER).is_file():
+            return str(path)
+        log.warning("removing incomplete checkpoint %s (no %s)", path, CHECKPOINT_COMPLETE_MARKER)
+        shutil.rmtree(path, ignore_errors=True)
+    return None
+
+
 def _accuracy(eval_prediction: Any) -> dict[str, float]:
     import numpy as np
 
@@ -194,7 +216,6 @@ def train_model(
         TrainingArguments,
         set_seed,
     )
-    from transformers.trainer_utils import get_last_checkpoint
 
     split_dir = Path(split_dir)
     labels: list[str] = read_json(split_dir / LABELS_FILE)["labels"]
@@ -217,7 +238,7 @@ def train_model(
     else:
         checkpoint_dir = Path(checkpoint_root) / key
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
-    resume_from = get_last_checkpoint(str(checkpoint_dir))
+    resume_from = last_complete_checkpoint(checkpoint_dir)
     if resume_from:
         log.info("resuming from checkpoint %s", resume_from)
 

@@ -1,0 +1,152 @@
+"""Ingest on the real AG News files and on bad inputs (each error must name the problem)."""
+
+from __future__ import annotations
+
+import gzip
+
+import pandas as pd
+import pytest
+
+from conftest import AG_NEWS, AG_NEWS_TEST_SHA256, ARXIV_CS, requires_ag_news, write_csv_gz
+from textclf.config import IngestConfig
+from textclf.errors import DataValidationError
+from textclf.ingest import DatasetFormat, ingest_dataset
+from textclf.provenance import read_json
+
+
+@requires_ag_news
+def test_ingest_real_ag_news(tmp_path):
+    result = ingest_dataset(IngestConfig(dataset_uri=str(AG_NEWS)), tmp_path / "out")
+    assert result.dataset_format is DatasetFormat.AG_NEWS
+    assert result.labels == ["World", "Sports", "Business", "Sci/Tech"]
+    assert result.rows == {"train": 30031, "test": 7600}
+    test = pd.read_parquet(tmp_path / "out" / "test.parquet")
+    assert test["label"].value_counts().to_dict() == {label: 1900 for label in result.labels}
+    assert list(test.columns) == ["row", "text", "label"]
+    report = read_json(tmp_path / "out" / "ingest_report.json")
+    assert report["source_files"]["test"]["sha256"] == AG_NEWS_TEST_SHA256  # the hash in the dataset README
+
+
+@requires_ag_news
+def test_ingest_accepts_file_uri(small_ag_news, tmp_path):
+    result = ingest_dataset(IngestConfig(dataset_uri=small_ag_news.as_uri()), tmp_path / "out")
+    assert result.rows == {"train": 400, "test": 200}
+
+
+@pytest.mark.skipif(not (ARXIV_CS / "test.csv.gz").is_file(), reason="arXiv CS set not found")
+def test_ingest_detects_arxiv_format(tmp_path):
+    frame = pd.read_csv(ARXIV_CS / "test.csv.gz", dtype=str, keep_default_na=False, nrows=600)
+    write_csv_gz(frame.iloc[:400], tmp_path / "data" / "train.csv.gz")
+    write_csv_gz(frame.iloc[400:][frame.iloc[400:]["label"].isin(set(frame.iloc[:400]["label"]))],
+                 tmp_path / "data" / "test.csv.gz")
+    result = ingest_dataset(IngestConfig(dataset_uri=str(tmp_path / "data")), tmp_path / "out")
+    assert result.dataset_format is DatasetFormat.ARXIV_CS
+    assert all(label.startswith("cs.") for label in result.labels)
+    assert result.labels == sorted(result.labels)
+
+
+def test_ingest_generic_parquet_with_custom_label_column(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    pd.DataFrame({"text": ["good film", "bad film", "great plot"], "sentiment": ["pos", "neg", "pos"]}).to_parquet(
+        data / "train.parquet"
+    )
+    pd.DataFrame({"text": ["awful acting"], "sentiment": ["neg"]}).to_parquet(data / "test.parquet")
+    result = ingest_dataset(IngestConfig(dataset_uri=str(data), label_column="sentiment"), tmp_path / "out")
+    assert result.dataset_format is DatasetFormat.GENERIC
+    assert result.labels == ["neg", "pos"]
+    assert pd.read_parquet(tmp_path / "out" / "train.parquet")["text"].tolist() == ["good film", "bad film",
+                                                                                     "great plot"]
+
+
+def _dataset(tmp_path, train_text: str, test_text: str | None = None):
+    data = tmp_path / "data"
+    data.mkdir(exist_ok=True)
+    (data / "train.csv").write_text(train_text, encoding="utf-8")
+    good_test = 'label,title,description\n"1","Iraq talks","Leaders meet in Baghdad."\n'
+    (data / "test.csv").write_text(test_text if test_text is not None else good_test, encoding="utf-8")
+    return data
+
+
+def _ingest(data, tmp_path, **kwargs):
+    return ingest_dataset(IngestConfig(dataset_uri=str(data), **kwargs), tmp_path / "out")
+
+
+def test_missing_directory_is_named(tmp_path):
+    with pytest.raises(DataValidationError, match=r"dataset directory not found: .*nope"):
+        _ingest(tmp_path / "nope", tmp_path)
+
+
+def test_missing_test_file_is_named(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "train.csv").write_text("label,title,description\n1,a,b\n", encoding="utf-8")
+    with pytest.raises(DataValidationError, match=r"missing test file in .*data: expected one of test\.csv\.gz"):
+        _ingest(data, tmp_path)
+
+
+def test_wrong_header_names_file_and_columns(tmp_path):
+    data = _dataset(tmp_path, "label,headline,description\n1,a,b\n")
+    with pytest.raises(DataValidationError, match=r"train\.csv: wrong header: missing column\(s\) \['text'\]"):
+        _ingest(data, tmp_path)
+
+
+def test_wrong_header_for_explicit_format(tmp_path):
+    data = _dataset(tmp_path, "label,headline,description\n1,a,b\n")
+    with pytest.raises(DataValidationError, match=r"missing column\(s\) \['title'\].*format ag_news"):
+        _ingest(data, tmp_path, dataset_format="ag_news")
+
+
+def test_unknown_label_names_row_and_value(tmp_path):
+    data = _dataset(tmp_path, 'label,title,description\n1,a,b\n2,c,d\n7,e,f\n')
+    with pytest.raises(DataValidationError, match=r"train\.csv: unknown label '7' at data row 3 .*expected one of"):
+        _ingest(data, tmp_path)
+
+
+def test_empty_label_is_named(tmp_path):
+    data = _dataset(tmp_path, 'label,title,description\n1,a,b\n,c,d\n')
+    with pytest.raises(DataValidationError, match=r"empty label at data row 2"):
+        _ingest(data, tmp_path)
+
+
+def test_non_utf8_bytes_name_line(tmp_path):
+    data = _dataset(tmp_path, "")
+    (data / "train.csv").write_bytes(b'label,title,description\n1,ok,fine\n2,caf\xe9,bad bytes\n')
+    with pytest.raises(DataValidationError, match=r"train\.csv: not valid UTF-8 at line 3"):
+        _ingest(data, tmp_path)
+
+
+def test_corrupt_gzip_is_named(tmp_path):
+    data = _dataset(tmp_path, "")
+    (data / "train.csv").unlink()
+    (data / "train.csv.gz").write_bytes(b"this is not gzip")
+    with pytest.raises(DataValidationError, match=r"train\.csv\.gz: not a valid gzip file"):
+        _ingest(data, tmp_path)
+
+
+def test_header_only_file(tmp_path):
+    data = _dataset(tmp_path, "label,title,description\n")
+    with pytest.raises(DataValidationError, match=r"train\.csv: no data rows"):
+        _ingest(data, tmp_path)
+
+
+def test_unsupported_scheme(tmp_path):
+    with pytest.raises(DataValidationError, match=r"unsupported scheme 'ftp'"):
+        _ingest("ftp://example/data", tmp_path)
+
+
+def test_unknown_format_name(tmp_path):
+    data = _dataset(tmp_path, "label,title,description\n1,a,b\n")
+    with pytest.raises(DataValidationError, match=r"dataset_format must be one of .*got 'csv'"):
+        _ingest(data, tmp_path, dataset_format="csv")
+
+
+def test_gzip_csv_round_trip(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    for split in ("train", "test"):
+        with gzip.open(data / f"{split}.csv.gz", "wt", encoding="utf-8") as handle:
+            handle.write('"label","title","description"\n"3","Stocks up","Markets rally \\$5."\n')
+    result = _ingest(data, tmp_path)
+    assert result.rows == {"train": 1, "test": 1}
+    assert pd.read_parquet(tmp_path / "out" / "train.parquet")["label"].tolist() == ["Business"]

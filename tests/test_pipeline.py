@@ -1,0 +1,105 @@
+"""Compiled pipeline YAML (golden files, IR validity) and an end-to-end local run with the KFP local runner."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import stratified_head, write_csv_gz
+from textclf.pipelines.compile import PIPELINES, stale_pipelines
+from textclf.provenance import read_json
+
+
+def test_committed_pipeline_yaml_is_current():
+    stale = stale_pipelines()
+    assert stale == {}, "run `make compile`:\n" + "\n".join(f"{k}:\n{v}" for k, v in stale.items())
+
+
+@pytest.mark.parametrize("pipeline", PIPELINES, ids=lambda p: p.name)
+def test_compiled_yaml_is_valid_ir_and_loads_back(pipeline):
+    from google.protobuf import json_format
+    from kfp import components
+    from kfp.pipeline_spec import pipeline_spec_pb2
+
+    documents = list(yaml.safe_load_all(pipeline.path.read_text()))
+    spec = json_format.ParseDict(documents[0], pipeline_spec_pb2.PipelineSpec())
+    assert spec.pipeline_info.name.startswith("textclf-training")
+    tasks = set(spec.root.dag.tasks)
+    assert tasks == {"ingest-op", "validate-split-op", "train-op", "evaluate-op", "export-op"}
+    loaded = components.load_component_from_file(str(pipeline.path))
+    inputs = loaded.component_spec.inputs
+    assert "dataset_uri" in inputs and not inputs["dataset_uri"].optional  # required
+    for name in ("method", "epochs", "batch_size", "learning_rate", "max_train_rows", "seed"):
+        assert inputs[name].optional, name
+    # Nothing machine-specific leaks into the YAML.
+    assert "/work/" not in pipeline.path.read_text() and "site-packages" not in pipeline.path.read_text()
+
+
+def test_gpu_variant_requests_a_gpu_for_training():
+    gpu = yaml.safe_load((PIPELINES[1].path).read_text())
+    train_executor = gpu["deploymentSpec"]["executors"]["exec-train-op"]["container"]
+    assert train_executor["resources"]["accelerator"]["resourceCount"] == "1"
+    assert "components-gpu" in train_executor["image"]
+    assert gpu["root"]["inputDefinitions"]["parameters"]["method"]["defaultValue"] == "qlora"
+
+
+@pytest.fixture(scope="module")
+def local_run(ag_news_frames, tmp_path_factory):
+    """The training pipeline run by kfp.local on 1,200 real train rows (2 epochs) and 256 test rows."""
+    from textclf.pipelines.local import run_training_locally
+
+    root = tmp_path_factory.mktemp("e2e")
+    write_csv_gz(stratified_head(ag_news_frames["train"], 300, seed=5), root / "data" / "train.csv.gz")
+    write_csv_gz(stratified_head(ag_news_frames["test"], 64, seed=5), root / "data" / "test.csv.gz")
+    arguments = {
+        "dataset_uri": str(root / "data"),
+        "epochs": 2.0,
+        "learning_rate": 2e-4,
+        "validation_fraction": 0.2,
+        "checkpoint_steps": 30,
+        "checkpoint_root": str(root / "runs" / "checkpoints"),
+        "seed": 3,
+    }
+    return run_training_locally(arguments, root / "runs")
+
+
+@pytest.mark.slow
+def test_local_pipeline_run_end_to_end(local_run):
+    for name, path in local_run["artifacts"].items():
+        assert Path(path).exists(), name
+    metrics = local_run["metrics"]
+    assert metrics["test_rows"] == 256
+    assert metrics["train_rows"] == 960
+    assert metrics["test_accuracy"] > 0.6  # chance is 0.25
+    assert 0 < metrics["test_macro_f1"] <= 1
+    parity = metrics["onnx_parity"]
+    assert parity["texts"] == 256 and parity["passed"] is True
+    assert parity["fp32_max_abs_logit_diff"] <= 1e-3
+    assert parity["int8_argmax_agreement"] >= 0.99
+    onnx_dir = Path(local_run["artifacts"]["onnx_model"])
+    assert {"model.onnx", "model.int8.onnx", "tokenizer.json", "labels.json"} <= {p.name for p in onnx_dir.iterdir()}
+    model_meta = read_json(Path(local_run["artifacts"]["model"]) / "textclf_metadata.json")
+    split_report = read_json(Path(local_run["artifacts"]["splits"]) / "validation_report.json")
+    assert model_meta["data"]["fingerprints"]["test_set_sha256"] == split_report["fingerprints"]["test_set_sha256"]
+    latest = read_json(Path(local_run["summary_file"]).parents[2] / "latest.json")
+    assert latest["run_dir"] == local_run["run_dir"]
+
+
+@pytest.mark.slow
+def test_local_run_records_kfp_metrics_and_confusion_matrix(local_run):
+    run_dir = Path(local_run["run_dir"])
+    executor_output = json.loads((run_dir / "evaluate-op" / "executor_output.json").read_text())
+    artifacts = executor_output["artifacts"]
+    scalar = artifacts["metrics"]["artifacts"][0]["metadata"]
+    assert scalar["accuracy"] == pytest.approx(local_run["metrics"]["test_accuracy"])
+    matrix = artifacts["confusion_matrix"]["artifacts"][0]["metadata"]["confusionMatrix"]
+    assert [c["name"] for c in matrix["annotationSpecs"]] == ["World", "Sports", "Business", "Sci/Tech"]
+    assert sum(sum(row["row"]) for row in matrix["rows"]) == 256
+    html = (run_dir / "evaluate-op" / "report").read_text()
+    assert "<img" in html
+    predictions = pd.read_parquet(Path(local_run["artifacts"]["evaluation"]) / "predictions.parquet")
+    assert len(predictions) == 256

@@ -1,0 +1,39 @@
+"""The shared normalisation function: AG News escapes, HTML, whitespace, and its contract."""
+
+import pytest
+
+from textclf.text import dedup_key, normalise_text
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("It#39;s #36;5 now", "It's $5 now"),
+        ("the  quot;horror quot; of war", 'the "horror " of war'),
+        ("authorizing \\$24 million", "authorizing $24 million"),
+        ("approval for Cambodia to\\former Khmer Rouge", "approval for Cambodia to former Khmer Rouge"),
+        ("Unrest &lt;p&gt;&lt;/p&gt;&lt;p&gt; By Joseph", "Unrest By Joseph"),
+        ("Sudan &lt;b&gt;...&lt;/b&gt; Sudanese", "Sudan ... Sudanese"),
+        ("  tabs\tand\nnewlines  ", "tabs and newlines"),
+        ("caf\u0065\u0301", "caf\u00e9"),  # NFC
+        ("", ""),
+    ],
+)
+def test_normalise_text_decodes_ag_news_escapes(raw, expected):
+    assert normalise_text(raw) == expected
+
+
+def test_normalise_text_is_idempotent_on_real_text():
+    once = normalise_text("Wall St. Bears Claw Back Into the Black (Reuters) Reuters - Short-sellers, Wall Street#39;s")
+    assert normalise_text(once) == once
+    assert "#39;" not in once
+
+
+def test_normalise_text_rejects_non_strings():
+    with pytest.raises(TypeError, match="expects str, got int"):
+        normalise_text(42)
+
+
+def test_dedup_key_ignores_case_punctuation_and_escapes():
+    assert dedup_key("Oil prices RISE!  quot;again quot;") == dedup_key("oil prices rise \"again\"")
+    assert dedup_key("Oil prices rise") != dedup_key("Oil prices fall")
