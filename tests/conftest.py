@@ -76,3 +76,19 @@ def tiny_model(small_splits, tmp_path_factory) -> Path:
     config = TrainConfig(epochs=2.0, learning_rate=2e-4, checkpoint_steps=10, early_stopping_patience=0)
     train_model(small_splits, config, out, progress=False)
     return out
+
+
+@pytest.fixture(scope="session")
+def exported_tiny_model(tiny_model, small_splits, tmp_path_factory) -> Path:
+    """ONNX export bundle (model.onnx, model.int8.onnx, tokenizer.json, labels.json, export_metadata.json) of
+    ``tiny_model``; what the serving predictor loads."""
+    from textclf.config import EvaluateConfig, ExportConfig
+    from textclf.evaluate import evaluate_model
+    from textclf.export import export_model
+
+    work = tmp_path_factory.mktemp("exported_tiny_model")
+    evaluate_model(tiny_model, small_splits, EvaluateConfig(parity_rows=64), work / "eval")
+    # The tiny model's logits are close together; the 99% INT8 threshold is checked on a real model elsewhere.
+    export_model(tiny_model, work / "eval" / "parity_texts.parquet", ExportConfig(min_int8_agreement=0.9),
+                 work / "onnx")
+    return work / "onnx"

@@ -1,0 +1,1 @@
+"""KServe predictor for textclf ONNX models (issue 3)."""
