@@ -1,0 +1,1 @@
+"""TensorRT engine build stage (GPU nodes only)."""
