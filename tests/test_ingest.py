@@ -85,28 +85,25 @@ def test_missing_test_file_is_named(tmp_path):
         _ingest(data, tmp_path)
 
 
-def test_wrong_header_names_file_and_columns(tmp_path):
-    data = _dataset(tmp_path, "label,headline,description\n1,a,b\n")
-    with pytest.raises(DataValidationError, match=r"train\.csv: wrong header: missing column\(s\) \['text'\]"):
-        _ingest(data, tmp_path)
-
-
-def test_wrong_header_for_explicit_format(tmp_path):
-    data = _dataset(tmp_path, "label,headline,description\n1,a,b\n")
-    with pytest.raises(DataValidationError, match=r"missing column\(s\) \['title'\].*format ag_news"):
-        _ingest(data, tmp_path, dataset_format="ag_news")
-
-
-def test_unknown_label_names_row_and_value(tmp_path):
-    data = _dataset(tmp_path, 'label,title,description\n1,a,b\n2,c,d\n7,e,f\n')
-    with pytest.raises(DataValidationError, match=r"train\.csv: unknown label '7' at data row 3 .*expected one of"):
-        _ingest(data, tmp_path)
-
-
-def test_empty_label_is_named(tmp_path):
-    data = _dataset(tmp_path, 'label,title,description\n1,a,b\n,c,d\n')
-    with pytest.raises(DataValidationError, match=r"empty label at data row 2"):
-        _ingest(data, tmp_path)
+@pytest.mark.parametrize(
+    ("train_csv", "kwargs", "message"),
+    [
+        ("label,headline,description\n1,a,b\n", {}, r"train\.csv: wrong header: missing column\(s\) \['text'\]"),
+        ("label,headline,description\n1,a,b\n", {"dataset_format": "ag_news"},
+         r"missing column\(s\) \['title'\].*format ag_news"),
+        ("label,title,description\n1,a,b\n2,c,d\n7,e,f\n", {},
+         r"train\.csv: unknown label '7' at data row 3 .*expected one of"),
+        ("label,title,description\n1,a,b\n,c,d\n", {}, r"empty label at data row 2"),
+        ("label,title,description\n", {}, r"train\.csv: no data rows"),
+        ("label,title,description\n1,a,b\n", {"dataset_format": "csv"}, r"dataset_format must be one of .*got 'csv'"),
+    ],
+    ids=["wrong-header", "wrong-header-explicit-format", "unknown-label", "empty-label", "header-only",
+         "unknown-format"],
+)
+def test_bad_train_file_is_named(tmp_path, train_csv, kwargs, message):
+    data = _dataset(tmp_path, train_csv)
+    with pytest.raises(DataValidationError, match=message):
+        _ingest(data, tmp_path, **kwargs)
 
 
 def test_non_utf8_bytes_name_line(tmp_path):
@@ -124,21 +121,9 @@ def test_corrupt_gzip_is_named(tmp_path):
         _ingest(data, tmp_path)
 
 
-def test_header_only_file(tmp_path):
-    data = _dataset(tmp_path, "label,title,description\n")
-    with pytest.raises(DataValidationError, match=r"train\.csv: no data rows"):
-        _ingest(data, tmp_path)
-
-
 def test_unsupported_scheme(tmp_path):
     with pytest.raises(DataValidationError, match=r"unsupported scheme 'ftp'"):
         _ingest("ftp://example/data", tmp_path)
-
-
-def test_unknown_format_name(tmp_path):
-    data = _dataset(tmp_path, "label,title,description\n1,a,b\n")
-    with pytest.raises(DataValidationError, match=r"dataset_format must be one of .*got 'csv'"):
-        _ingest(data, tmp_path, dataset_format="csv")
 
 
 def test_gzip_csv_round_trip(tmp_path):

@@ -28,9 +28,10 @@ log = logging.getLogger(__name__)
 FP32_FILE = "model.onnx"
 INT8_FILE = "model.int8.onnx"
 METADATA_FILE = "export_metadata.json"
-#: Only MatMuls with constant weights are quantised (per output channel); embedding Gathers and the classifier
-#: Gemm stay fp32, and so do the FFN down-projections (see :func:`down_projection_nodes`).
-INT8_OP_TYPES = ("MatMul",)
+#: Quantised: MatMuls with constant weights (per output channel) and the embedding tables (Gather), which are half
+#: of MiniLM's parameters. Kept fp32: the classifier Gemm and the FFN down-projections (see
+#: :func:`down_projection_nodes`). On MiniLM-L6 this gives a 34 MB model (fp32: 92 MB).
+INT8_OP_TYPES = ("MatMul", "Gather")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
 
 
