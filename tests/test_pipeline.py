@@ -97,7 +97,7 @@ def test_local_run_records_kfp_metrics_and_confusion_matrix(local_run):
     scalar = artifacts["metrics"]["artifacts"][0]["metadata"]
     assert scalar["accuracy"] == pytest.approx(local_run["metrics"]["test_accuracy"])
     matrix = artifacts["confusion_matrix"]["artifacts"][0]["metadata"]["confusionMatrix"]
-    assert [c["name"] for c in matrix["annotationSpecs"]] == ["World", "Sports", "Business", "Sci/Tech"]
+    assert [c["displayName"] for c in matrix["annotationSpecs"]] == ["World", "Sports", "Business", "Sci/Tech"]
     assert sum(sum(row["row"]) for row in matrix["rows"]) == 256
     html = (run_dir / "evaluate-op" / "report").read_text()
     assert "<img" in html
