@@ -10,14 +10,16 @@ STAMP := $(VENV)/.installed
 RUN_ARGS ?= --max-train-rows 6000 --epochs 1
 PYTEST_ARGS ?=
 
-.PHONY: install run test test-fast compile compile-check bench-train clean help
+.PHONY: install run serve test test-fast compile compile-check bench-train bench-serve clean help
 
 help:
 	@echo "make run            install if needed, then run the training pipeline locally on AG News"
 	@echo "make test           run the test suite"
 	@echo "make compile        regenerate the compiled pipeline YAML under pipelines/"
 	@echo "make compile-check  fail if a committed pipeline YAML is stale"
+	@echo "make serve          serve the newest local model with KServe on :8080 (REST) and :8081 (gRPC)"
 	@echo "make bench-train    training benchmark (JSON in runs/bench/bench_train.json)"
+	@echo "make bench-serve    serving benchmark on the newest local model (JSON in runs/bench/bench_serve.json)"
 
 install: $(STAMP)
 
@@ -35,6 +37,11 @@ $(STAMP): requirements.txt pyproject.toml
 run: install
 	$(VENV)/bin/textclf run $(RUN_ARGS)
 
+# Extra flags for the server, e.g. SERVE_ARGS="--precision fp32 --request-log runs/serve/requests.jsonl".
+SERVE_ARGS ?=
+serve: install
+	$(VENV)/bin/textclf serve $(SERVE_ARGS)
+
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)
 
@@ -49,6 +56,9 @@ compile-check: install
 
 bench-train: install
 	$(VENV)/bin/textclf bench-train --output runs/bench/bench_train.json
+
+bench-serve: install
+	$(VENV)/bin/textclf bench-serve --output runs/bench/bench_serve.json
 
 clean:
 	rm -rf runs local_outputs .pytest_cache

@@ -1,4 +1,4 @@
-"""``textclf`` command line: run the pipelines locally, compile them, and benchmark.
+"""``textclf`` command line: run the pipelines locally, compile them, serve the model, and benchmark.
 
 Argument parsing lives here only; every command calls plain functions of the stages and pipelines.
 """
@@ -131,6 +131,43 @@ def cmd_bench_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def latest_artifact(runs_dir: Path, name: str) -> Path:
+    """An artifact of the newest local training run (``runs_dir/latest.json``).
+
+    Raises:
+        TextclfError: No local run yet, or the artifact is gone.
+    """
+    latest = runs_dir / "latest.json"
+    if not latest.is_file():
+        raise TextclfError(f"no local training run in {runs_dir}: run `make run` first, or pass the directory")
+    from textclf.provenance import read_json
+
+    path = Path(read_json(latest)["artifacts"][name])
+    if not path.exists():
+        raise TextclfError(f"{latest} points at {path}, which no longer exists: run `make run` again")
+    return path
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from textclf.serving.__main__ import main as serving_main
+
+    serve_args = list(args.serve_args)
+    if not any(arg.split("=")[0] in ("--model-dir", "-h", "--help") for arg in serve_args):
+        serve_args = ["--model-dir", str(latest_artifact(args.runs_dir, "onnx_model")), *serve_args]
+    serving_main(serve_args)
+    return 0
+
+
+def cmd_bench_serve(args: argparse.Namespace) -> int:
+    from textclf.benchmarks.serve_bench import run_serve_benchmark
+
+    model_dir = args.model_dir or latest_artifact(args.runs_dir, "model")
+    onnx_dir = args.onnx_dir or latest_artifact(args.runs_dir, "onnx_model")
+    result = run_serve_benchmark(model_dir, onnx_dir, args.output, args.seconds)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="textclf", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -150,6 +187,21 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--runs-dir", type=Path, default=DEFAULT_RUNS_DIR / "bench")
     bench.add_argument("--throughput-rows", type=int, default=960, help="rows per throughput measurement")
     bench.set_defaults(func=cmd_bench_train)
+
+    serve = commands.add_parser(
+        "serve", help="serve the newest local export with KServe (other flags: python -m textclf.serving --help)"
+    )
+    serve.add_argument("--runs-dir", type=Path, default=DEFAULT_RUNS_DIR, help="where `textclf run` wrote latest.json")
+    serve.add_argument("serve_args", nargs=argparse.REMAINDER, help="passed to python -m textclf.serving")
+    serve.set_defaults(func=cmd_serve)
+
+    bench_serve = commands.add_parser("bench-serve", help="our KServe ONNX predictor vs a PyTorch baseline")
+    bench_serve.add_argument("--runs-dir", type=Path, default=DEFAULT_RUNS_DIR)
+    bench_serve.add_argument("--model-dir", type=Path, default=None, help="train-stage model (default: latest run)")
+    bench_serve.add_argument("--onnx-dir", type=Path, default=None, help="export bundle (default: latest run)")
+    bench_serve.add_argument("--output", type=Path, default=Path("runs/bench/bench_serve.json"))
+    bench_serve.add_argument("--seconds", type=float, default=20.0, help="load duration per concurrency level")
+    bench_serve.set_defaults(func=cmd_bench_serve)
     return parser
 
 

@@ -398,9 +398,8 @@ def test_serving_image_has_no_torch_runs_as_non_root_and_starts_the_server():
     assert installs, "no pip install in the serving image"
     assert not re.search(r"\b(torch|transformers)\b", installs), "the serving image must not install torch/transformers"
     assert not re.search(r"(-r|--requirement)\s", installs), "installs the full pin file (which has torch)"
-    for package in ("kserve", "onnxruntime"):  # pinned: the version of requirements.txt, the single pin file
+    for package in ("kserve", "onnxruntime", "tokenizers", "prometheus-client"):  # versions from the pin file
         assert f"grep -E '^{package}==' requirements.txt" in installs, package
-    assert re.search(r"tokenizers==\$\{TOKENIZERS_VERSION\}", installs)
     copied = {source for op, args in instructions if op == "COPY" for source in shlex.split(args)[:-1]}
     assert copied == {"requirements.txt", "components/__init__.py", "components/text.py", "serving/"}, copied
     users = [args for op, args in instructions if op == "USER"]

@@ -1,0 +1,131 @@
+"""The export bundle as the serving side sees it: labels, max length, tokenizer, model version.
+
+Reads only JSON and ``tokenizer.json``; needs neither torch nor transformers.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tokenizers import Tokenizer
+
+from textclf.serving.config import Precision
+from textclf.text import NORMALISATION_VERSION
+
+METADATA_FILE = "export_metadata.json"
+LABELS_FILE = "labels.json"
+TOKENIZER_FILE = "tokenizer.json"
+
+
+class BundleError(ValueError):
+    """The export bundle is missing, incomplete or incompatible with this server."""
+
+
+@dataclass(frozen=True)
+class ExportBundle:
+    """What the predictor and the transformer read from an export bundle.
+
+    Attributes:
+        root: The bundle directory.
+        labels: Class names in label-id order.
+        max_length: Token limit the model was trained with; longer inputs are truncated.
+        git_commit: Commit of the training code (``"unknown"`` when not recorded).
+        file_sha256: ONNX file name -> sha256, as recorded by the export stage.
+    """
+
+    root: Path
+    labels: tuple[str, ...]
+    max_length: int
+    git_commit: str
+    file_sha256: dict[str, str]
+
+    def onnx_path(self, precision: Precision) -> Path:
+        """Path of the ONNX model for ``precision``.
+
+        Args:
+            precision: fp32 or INT8.
+
+        Returns:
+            The model file inside the bundle.
+
+        Raises:
+            BundleError: The file is missing.
+        """
+        path = self.root / precision.onnx_file
+        if not path.is_file():
+            raise BundleError(
+                f"{self.root}: {precision.onnx_file} not found (needed for --precision {precision.value})"
+            )
+        return path
+
+    def model_version(self, precision: Precision) -> str:
+        """A stable identifier of the served model: training commit and ONNX file hash.
+
+        Args:
+            precision: fp32 or INT8.
+
+        Returns:
+            ``"<git commit[:12]>-<sha256[:12]> of the ONNX file"``.
+        """
+        digest = self.file_sha256.get(precision.onnx_file, "unknown")
+        return f"{self.git_commit[:12]}-{digest[:12]}"
+
+    def load_tokenizer(self) -> Tokenizer:
+        """The bundle's fast tokenizer, truncating to :attr:`max_length`, without padding.
+
+        Returns:
+            A ``tokenizers.Tokenizer``.
+        """
+        tokenizer = Tokenizer.from_file(str(self.root / TOKENIZER_FILE))
+        tokenizer.enable_truncation(max_length=self.max_length)
+        tokenizer.no_padding()
+        return tokenizer
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise BundleError(f"{path.parent}: {path.name} not found; is this an export bundle?") from exc
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BundleError(f"{path}: not valid JSON ({exc})") from exc
+
+
+def load_bundle(root: str | Path) -> ExportBundle:
+    """Read and check an export bundle's metadata, labels and tokenizer file.
+
+    Args:
+        root: The export stage's output directory.
+
+    Returns:
+        The bundle description.
+
+    Raises:
+        BundleError: The directory or a required file is missing, or the bundle was trained with a different text
+            normalisation than this server applies.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise BundleError(f"{root}: model directory not found")
+    metadata = _read_json(root / METADATA_FILE)
+    labels = _read_json(root / LABELS_FILE).get("labels")
+    if not (root / TOKENIZER_FILE).is_file():
+        raise BundleError(f"{root}: {TOKENIZER_FILE} not found")
+    if not labels or not all(isinstance(label, str) for label in labels):
+        raise BundleError(f"{root / LABELS_FILE}: expected {{\"labels\": [names...]}}")
+    version = str(metadata.get("normalisation_version"))
+    if version != NORMALISATION_VERSION:
+        raise BundleError(
+            f"{root}: model was trained with text normalisation version {version}, this server applies version "
+            f"{NORMALISATION_VERSION}; re-train/export the model or serve it with the matching textclf release"
+        )
+    return ExportBundle(
+        root=root,
+        labels=tuple(labels),
+        max_length=int(metadata["max_length"]),
+        git_commit=str(metadata.get("source_model", {}).get("git_commit") or "unknown"),
+        file_sha256=dict(metadata.get("files", {})),
+    )

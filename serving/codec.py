@@ -1,0 +1,172 @@
+"""Text encoding and response formatting shared by the ONNX predictor and the Triton transformer.
+
+One place turns texts into ``input_ids``/``attention_mask`` (normalise exactly as training did, tokenise, truncate to
+the bundle's max length, pad) and one place turns logits into the V1 and V2 responses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from kserve.protocol.infer_type import InferOutput, InferResponse
+from tokenizers import Tokenizer
+
+from textclf.text import normalise_text
+
+#: Padding id; padded positions are masked out (attention_mask 0), so they never affect the logits.
+PAD_ID = 0
+#: Output of the exported graph (and of the Triton model).
+LOGITS_OUTPUT = "logits"
+V2_LABEL_OUTPUT = "label"
+V2_PROBABILITIES_OUTPUT = "probabilities"
+
+
+@dataclass(frozen=True)
+class EncodedBatch:
+    """Model inputs for a group of texts, padded to the group's longest text.
+
+    Attributes:
+        input_ids: int64 ``[n, longest]``.
+        attention_mask: int64 ``[n, longest]``, 1 on real tokens.
+    """
+
+    input_ids: np.ndarray
+    attention_mask: np.ndarray
+
+    def feeds(self) -> dict[str, np.ndarray]:
+        """The ONNX/Triton input tensors by name."""
+        return {"input_ids": self.input_ids, "attention_mask": self.attention_mask}
+
+
+def tokenise(tokenizer: Tokenizer, texts: list[str]) -> list[list[int]]:
+    """Normalise (as training does) and tokenise texts, truncated by the tokenizer's configured max length.
+
+    Args:
+        tokenizer: A ``tokenizers.Tokenizer`` with truncation enabled and padding disabled
+            (:meth:`textclf.serving.bundle.ExportBundle.load_tokenizer`).
+        texts: Raw request texts.
+
+    Returns:
+        Token ids per text, special tokens included.
+    """
+    return [encoding.ids for encoding in tokenizer.encode_batch([normalise_text(text) for text in texts])]
+
+
+def pad(token_ids: list[list[int]]) -> EncodedBatch:
+    """Right-pad token id lists to the longest one.
+
+    Args:
+        token_ids: Token ids per text (at least one).
+
+    Returns:
+        The padded ``input_ids`` and ``attention_mask``.
+    """
+    longest = max(len(ids) for ids in token_ids)
+    input_ids = np.full((len(token_ids), longest), PAD_ID, dtype=np.int64)
+    attention_mask = np.zeros((len(token_ids), longest), dtype=np.int64)
+    for row, ids in enumerate(token_ids):
+        input_ids[row, : len(ids)] = ids
+        attention_mask[row, : len(ids)] = 1
+    return EncodedBatch(input_ids, attention_mask)
+
+
+def length_groups(lengths: list[int], max_group_size: int, max_length_ratio: float = 1.5) -> list[list[int]]:
+    """Bucket texts by token length so each model run pads little.
+
+    Indices are sorted by length; a group closes when it holds ``max_group_size`` texts or when the next text is
+    more than ``max_length_ratio`` times as long as the group's shortest.
+
+    Args:
+        lengths: Token count per text.
+        max_group_size: Most texts per group.
+        max_length_ratio: Longest/shortest length allowed within a group.
+
+    Returns:
+        Groups of indices into ``lengths``; every index appears exactly once.
+    """
+    groups: list[list[int]] = []
+    current: list[int] = []
+    for index in sorted(range(len(lengths)), key=lengths.__getitem__):
+        if current and (
+            len(current) >= max_group_size or lengths[index] > max_length_ratio * lengths[current[0]]
+        ):
+            groups.append(current)
+            current = []
+        current.append(index)
+    if current:
+        groups.append(current)
+    return groups
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax in float32.
+
+    Args:
+        logits: ``[n, n_labels]``.
+
+    Returns:
+        Probabilities, each row summing to 1.
+    """
+    shifted = logits.astype(np.float32) - logits.max(axis=-1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=-1, keepdims=True)
+
+
+def predicted_labels(probabilities: np.ndarray, labels: tuple[str, ...]) -> list[str]:
+    """Argmax class name per row.
+
+    Args:
+        probabilities: ``[n, n_labels]``.
+        labels: Class names in label-id order.
+
+    Returns:
+        One class name per row.
+    """
+    return [labels[index] for index in probabilities.argmax(axis=-1).tolist()]
+
+
+def v1_response(probabilities: np.ndarray, labels: tuple[str, ...], model_version: str) -> dict[str, Any]:
+    """The V1 ``:predict`` response body.
+
+    Args:
+        probabilities: ``[n, n_labels]``.
+        labels: Class names in label-id order.
+        model_version: Identifier of the served model.
+
+    Returns:
+        ``{"predictions": [{"label", "label_id", "scores": {name: p}}], "model_version": ...}``.
+    """
+    predictions = []
+    for row in probabilities.tolist():
+        label_id = max(range(len(row)), key=row.__getitem__)
+        predictions.append(
+            {"label": labels[label_id], "label_id": label_id, "scores": dict(zip(labels, row, strict=True))}
+        )
+    return {"predictions": predictions, "model_version": model_version}
+
+
+def v2_response(
+    probabilities: np.ndarray, labels: tuple[str, ...], model_name: str, model_version: str, request_id: str | None
+) -> InferResponse:
+    """The V2 ``/infer`` response: ``label`` (BYTES ``[n]``) and ``probabilities`` (FP32 ``[n, n_labels]``).
+
+    Args:
+        probabilities: ``[n, n_labels]``.
+        labels: Class names in label-id order.
+        model_name: Served model name.
+        model_version: Identifier of the served model.
+        request_id: The request's id, echoed back.
+
+    Returns:
+        A KServe ``InferResponse`` (encoded to REST JSON or gRPC by KServe).
+    """
+    label_output = InferOutput(V2_LABEL_OUTPUT, shape=[len(probabilities)], datatype="BYTES",
+                               data=predicted_labels(probabilities, labels))
+    probability_output = InferOutput(V2_PROBABILITIES_OUTPUT, shape=list(probabilities.shape), datatype="FP32",
+                                     data=probabilities.astype(np.float32).ravel().tolist())
+    return InferResponse(
+        response_id=request_id or "", model_name=model_name, model_version=model_version,
+        infer_outputs=[label_output, probability_output],
+    )

@@ -1,0 +1,80 @@
+"""ONNX Runtime inference for the predictor: texts in, class probabilities out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+from tokenizers import Tokenizer
+
+from textclf.serving.codec import LOGITS_OUTPUT, length_groups, pad, softmax, tokenise
+
+#: Texts of increasing length run through the model after loading, so that ONNX Runtime has allocated its buffers
+#: and tuned its kernels before the first request.
+WARMUP_TEXTS = ("warm up", "a short news headline about markets " * 4, "a long story about a football match " * 20)
+
+
+def create_session(model_path: Path, intra_op_threads: int) -> ort.InferenceSession:
+    """An ONNX Runtime CPU session tuned for small batches on few cores.
+
+    Args:
+        model_path: The ONNX file.
+        intra_op_threads: Threads used inside one run.
+
+    Returns:
+        The session.
+    """
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = intra_op_threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # Idle ORT threads would otherwise spin and take the cores the event loop needs to accept requests.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(str(model_path), sess_options=options, providers=["CPUExecutionProvider"])
+
+
+class OnnxTextClassifier:
+    """Tokenises texts, groups them by length and runs the ONNX model on each group.
+
+    Args:
+        session: ONNX Runtime session of the exported model.
+        tokenizer: The bundle's tokenizer (truncating, not padding).
+        max_group_size: Most texts per model run.
+    """
+
+    def __init__(self, session: ort.InferenceSession, tokenizer: Tokenizer, max_group_size: int):
+        self._session = session
+        self._tokenizer = tokenizer
+        self._max_group_size = max_group_size
+
+    def probabilities(self, texts: list[str]) -> np.ndarray:
+        """Class probabilities of raw texts (normalised and tokenised here, as in training).
+
+        Args:
+            texts: Raw texts (at least one).
+
+        Returns:
+            float32 ``[len(texts), n_labels]``, rows in input order.
+        """
+        token_ids = tokenise(self._tokenizer, texts)
+        groups = length_groups([len(ids) for ids in token_ids], self._max_group_size)
+        rows: list[np.ndarray] = [np.empty(0)] * len(texts)
+        for group in groups:
+            batch = pad([token_ids[index] for index in group])
+            logits = self._session.run([LOGITS_OUTPUT], batch.feeds())[0]
+            for index, row in zip(group, softmax(logits), strict=True):
+                rows[index] = row
+        return np.stack(rows)
+
+    def warm_up(self, rounds: int) -> None:
+        """Run :data:`WARMUP_TEXTS` through the model, one at a time and together.
+
+        Args:
+            rounds: How many times.
+        """
+        for _ in range(rounds):
+            for text in WARMUP_TEXTS:
+                self.probabilities([text])
+            self.probabilities(list(WARMUP_TEXTS) * 4)

@@ -1,0 +1,169 @@
+"""Request parsing and input limits shared by the predictor and the transformer.
+
+Every client mistake raises :class:`kserve.errors.InvalidInput`, which KServe turns into HTTP 400 (gRPC
+INVALID_ARGUMENT) with the message in ``{"error": ...}``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+import orjson
+from kserve.errors import InvalidInput
+from kserve.protocol.infer_type import InferInput, InferRequest
+
+#: Name of the V2 input tensor carrying the texts.
+V2_TEXT_INPUT = "text"
+
+
+class RequestKind(str, Enum):
+    """Which protocol a request came in with; the response is formatted the same way."""
+
+    V1 = "v1"
+    V2 = "v2"
+
+
+@dataclass(frozen=True)
+class InputLimits:
+    """Per-request limits.
+
+    Attributes:
+        max_instances: Most texts per request.
+        max_text_bytes: Longest text in UTF-8 bytes.
+    """
+
+    max_instances: int
+    max_text_bytes: int
+
+
+@dataclass(frozen=True)
+class ParsedRequest:
+    """A validated request on its way from ``preprocess`` to ``predict``.
+
+    Attributes:
+        kind: Protocol the request came in with.
+        texts: The request's texts, as received.
+        request_id: V2 request id (echoed in the response), ``None`` for V1.
+    """
+
+    kind: RequestKind
+    texts: list[str]
+    request_id: str | None = None
+
+
+def check_texts(items: list[Any], limits: InputLimits) -> list[str]:
+    """Validate the texts of one request.
+
+    Args:
+        items: The request's instances, already unwrapped (str, or bytes from V2 gRPC/binary tensors).
+        limits: Per-request limits.
+
+    Returns:
+        The texts as ``str``.
+
+    Raises:
+        InvalidInput: Empty list, too many texts, a non-string item, invalid UTF-8, an empty or blank text, or a
+            text over the byte limit; the message names the problem and the item's index.
+    """
+    if not items:
+        raise InvalidInput("empty request: send at least one text")
+    if len(items) > limits.max_instances:
+        raise InvalidInput(f"too many instances: {len(items)} texts in one request, at most {limits.max_instances}")
+    return [_check_text(index, item, limits.max_text_bytes) for index, item in enumerate(items)]
+
+
+def _check_text(index: int, item: Any, max_bytes: int) -> str:
+    if isinstance(item, bytes):
+        try:
+            item = item.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise InvalidInput(f"instance {index}: invalid UTF-8 at byte {exc.start}") from exc
+    if not isinstance(item, str):
+        raise InvalidInput(f"instance {index}: expected a string, got {type(item).__name__}")
+    if not item.strip():
+        raise InvalidInput(f"instance {index}: empty text")
+    size = len(item.encode("utf-8", errors="surrogatepass"))
+    if size > max_bytes:
+        raise InvalidInput(f"instance {index}: text too long ({size} bytes, at most {max_bytes})")
+    return item
+
+
+def texts_from_v1(payload: Any, limits: InputLimits) -> list[str]:
+    """Texts of a V1 request: ``{"instances": ["text", ...]}`` or ``{"instances": [{"text": "..."}, ...]}``.
+
+    Args:
+        payload: The decoded JSON body.
+        limits: Per-request limits.
+
+    Returns:
+        The validated texts.
+
+    Raises:
+        InvalidInput: The body is not JSON, not an object with an ``instances`` list, or a text is invalid.
+    """
+    if isinstance(payload, bytes):
+        payload = _json_body(payload)
+    if not isinstance(payload, dict) or "instances" not in payload:
+        raise InvalidInput('expected a JSON object {"instances": ["text", ...]}')
+    instances = payload["instances"]
+    if not isinstance(instances, list):
+        raise InvalidInput(f'"instances" must be a list, got {type(instances).__name__}')
+    unwrapped = [item["text"] if isinstance(item, dict) and "text" in item else item for item in instances]
+    return check_texts(unwrapped, limits)
+
+
+def _json_body(body: bytes) -> Any:
+    """Decode a body that KServe passed through undecoded (sent without a JSON content type, e.g. plain curl)."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidInput(f"request body is not valid JSON: {exc}") from exc
+
+
+def texts_from_v2(request: InferRequest, limits: InputLimits) -> list[str]:
+    """Texts of a V2 request: the BYTES input named ``text`` (shape ``[n]`` or ``[n, 1]``).
+
+    Args:
+        request: The decoded V2 request (REST JSON, REST binary or gRPC).
+        limits: Per-request limits.
+
+    Returns:
+        The validated texts.
+
+    Raises:
+        InvalidInput: No ``text`` input, not BYTES, data not matching the shape, or a text is invalid.
+    """
+    text_input = request.get_input_by_name(V2_TEXT_INPUT)
+    if text_input is None:
+        names = [infer_input.name for infer_input in request.inputs]
+        raise InvalidInput(f"missing input {V2_TEXT_INPUT!r} (BYTES); got inputs {names}")
+    if text_input.datatype != "BYTES":
+        raise InvalidInput(f"input {V2_TEXT_INPUT!r} must have datatype BYTES, got {text_input.datatype}")
+    return check_texts(_flat_items(text_input), limits)
+
+
+def _flat_items(text_input: InferInput) -> list[Any]:
+    try:
+        return text_input.as_numpy().ravel().tolist()
+    except (ValueError, TypeError) as exc:
+        raise InvalidInput(f"input {V2_TEXT_INPUT!r}: data does not match shape {text_input.shape} ({exc})") from exc
+
+
+def parse_request(payload: dict[str, Any] | InferRequest, limits: InputLimits) -> ParsedRequest:
+    """Validate a V1 body or a V2 request.
+
+    Args:
+        payload: Decoded V1 JSON body, or V2 ``InferRequest`` (REST or gRPC).
+        limits: Per-request limits.
+
+    Returns:
+        The parsed request.
+
+    Raises:
+        kserve.errors.InvalidInput: The request is malformed or breaks a limit.
+    """
+    if isinstance(payload, InferRequest):
+        return ParsedRequest(RequestKind.V2, texts_from_v2(payload, limits), payload.id)
+    return ParsedRequest(RequestKind.V1, texts_from_v1(payload, limits))

@@ -1,0 +1,41 @@
+"""Prometheus metrics of the predictor, in prometheus_client's default registry (which KServe serves on
+``/metrics`` next to its own request latency histograms)."""
+
+from __future__ import annotations
+
+import numpy as np
+from prometheus_client import Counter, Histogram
+
+BATCH_SIZE = Histogram(
+    "textclf_batch_size", "Texts per micro-batch run by the model", ["model_name"],
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+)
+PREDICTIONS = Counter("textclf_predictions", "Predictions by predicted class", ["model_name", "label"])
+CONFIDENCE = Histogram(
+    "textclf_prediction_confidence", "Probability of the predicted class", ["model_name"],
+    buckets=(0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0),
+)
+
+
+def observe_batch(model_name: str, size: int) -> None:
+    """Record one micro-batch.
+
+    Args:
+        model_name: Served model name.
+        size: Texts in the batch.
+    """
+    BATCH_SIZE.labels(model_name=model_name).observe(size)
+
+
+def observe_predictions(model_name: str, labels: list[str], probabilities: np.ndarray) -> None:
+    """Record the predicted class and its probability of every text of a request.
+
+    Args:
+        model_name: Served model name.
+        labels: Predicted class per text.
+        probabilities: ``[n, n_labels]``.
+    """
+    confidence = CONFIDENCE.labels(model_name=model_name)
+    for label, top in zip(labels, probabilities.max(axis=-1).tolist(), strict=True):
+        PREDICTIONS.labels(model_name=model_name, label=label).inc()
+        confidence.observe(top)

@@ -1,0 +1,160 @@
+"""The KServe predictor: an ONNX Runtime text classifier with micro-batching, metrics and a request log."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import kserve
+import numpy as np
+from kserve.protocol.infer_type import InferRequest, InferResponse
+
+from textclf.serving import metrics
+from textclf.serving.batcher import MicroBatcher
+from textclf.serving.bundle import ExportBundle, load_bundle
+from textclf.serving.codec import predicted_labels, v1_response, v2_response
+from textclf.serving.config import ServingConfig
+from textclf.serving.engine import OnnxTextClassifier, create_session
+from textclf.serving.inputs import InputLimits, ParsedRequest, RequestKind, parse_request
+from textclf.serving.request_log import RequestLog
+
+
+@dataclass(frozen=True)
+class ScoredRequest:
+    """A request with its class probabilities, on its way from ``predict`` to ``postprocess``.
+
+    Attributes:
+        request: The parsed request.
+        probabilities: float32 ``[n, n_labels]``.
+    """
+
+    request: ParsedRequest
+    probabilities: np.ndarray
+
+
+class TextClassifierPredictor(kserve.Model):
+    """Serves an export bundle's ONNX model over KServe V1/V2 REST and V2 gRPC.
+
+    Requests are validated in ``preprocess``, scored in ``predict`` through a :class:`MicroBatcher` (concurrent
+    requests share model runs, grouped by token length) and formatted in ``postprocess``, which also records the
+    Prometheus metrics and the request log.
+
+    Args:
+        config: Serving configuration.
+    """
+
+    def __init__(self, config: ServingConfig):
+        super().__init__(config.model_name)
+        self.config = config
+        self.limits = InputLimits(config.max_instances, config.max_text_bytes)
+        self.bundle: ExportBundle | None = None
+        self.model_version = ""
+        self._batcher: MicroBatcher[str, np.ndarray] | None = None
+        self._request_log: RequestLog | None = None
+
+    def load(self) -> bool:
+        """Load the bundle's tokenizer and ONNX model, warm the model up, open the request log.
+
+        Returns:
+            ``True``: the model is ready (KServe reports ready only from here on).
+
+        Raises:
+            textclf.serving.bundle.BundleError: The bundle is missing files or incompatible.
+        """
+        self.bundle = load_bundle(self.config.model_dir)
+        session = create_session(self.bundle.onnx_path(self.config.precision), self.config.intra_op_threads)
+        classifier = OnnxTextClassifier(session, self.bundle.load_tokenizer(), self.config.max_batch_size)
+        classifier.warm_up(self.config.warmup_batches)
+        self.model_version = self.bundle.model_version(self.config.precision)
+        self._batcher = MicroBatcher(
+            classifier.probabilities, self.config.max_batch_size, self.config.max_wait_ms,
+            on_batch=lambda size: metrics.observe_batch(self.name, size),
+        )
+        if self.config.request_log is not None:
+            self._request_log = RequestLog(
+                self.config.request_log, self.config.request_log_max_bytes, self.config.request_log_backups
+            )
+        self.ready = True
+        return self.ready
+
+    def stop(self) -> None:
+        """Stop the batching worker and flush the request log."""
+        if self._batcher is not None:
+            self._batcher.close()
+        if self._request_log is not None:
+            self._request_log.close()
+            self._request_log = None
+        self.ready = False
+
+    def validate(self, payload: Any) -> Any:
+        """Pass the parsed request through; ``preprocess`` has validated it already.
+
+        Args:
+            payload: What ``preprocess`` returned.
+
+        Returns:
+            ``payload`` unchanged.
+        """
+        return payload
+
+    async def preprocess(
+        self, payload: dict[str, Any] | InferRequest, headers: dict[str, str] | None = None
+    ) -> ParsedRequest:
+        """Validate the request (limits, types, UTF-8).
+
+        Args:
+            payload: Decoded V1 JSON body or V2 ``InferRequest``.
+            headers: Request headers (unused).
+
+        Returns:
+            The parsed request.
+
+        Raises:
+            kserve.errors.InvalidInput: The request is malformed or breaks a limit (HTTP 400 / INVALID_ARGUMENT).
+        """
+        return parse_request(payload, self.limits)
+
+    async def predict(
+        self, payload: ParsedRequest, headers: dict[str, str] | None = None,
+        response_headers: dict[str, str] | None = None,
+    ) -> ScoredRequest:
+        """Score the request's texts in the next micro-batch.
+
+        Args:
+            payload: The parsed request.
+            headers: Request headers (unused).
+            response_headers: Response headers (unused).
+
+        Returns:
+            The request with its probabilities.
+        """
+        assert self._batcher is not None, "predict called before load"
+        rows = await self._batcher.submit(payload.texts)
+        return ScoredRequest(payload, np.stack(rows))
+
+    async def postprocess(
+        self, result: ScoredRequest, headers: dict[str, str] | None = None,
+        response_headers: dict[str, str] | None = None,
+    ) -> dict[str, Any] | InferResponse:
+        """Format the response in the request's protocol; record metrics and the request log.
+
+        Args:
+            result: The scored request.
+            headers: Request headers (unused).
+            response_headers: Response headers (unused).
+
+        Returns:
+            V1 ``{"predictions": [...], "model_version": ...}`` or a V2 ``InferResponse``.
+        """
+        assert self.bundle is not None, "postprocess called before load"
+        labels = predicted_labels(result.probabilities, self.bundle.labels)
+        metrics.observe_predictions(self.name, labels, result.probabilities)
+        if self._request_log is not None:
+            self._request_log.record(
+                result.request.texts, labels, result.probabilities, self.bundle.labels, self.model_version
+            )
+        if result.request.kind is RequestKind.V1:
+            return v1_response(result.probabilities, self.bundle.labels, self.model_version)
+        return v2_response(
+            result.probabilities, self.bundle.labels, self.name, self.model_version, result.request.request_id
+        )

@@ -1,0 +1,176 @@
+"""KServe transformer for the GPU path: tokenises here, a Triton predictor runs the model.
+
+``preprocess`` turns a V1 or V2 text request into a V2 ``InferRequest`` with INT64 ``input_ids`` and
+``attention_mask`` (the same normalisation, tokenisation and truncation as :mod:`textclf.serving.engine`, from
+:mod:`textclf.serving.codec`); KServe's ``Model.predict`` sends it to the Triton predictor at ``predictor_host``
+(V2 REST or gRPC); ``postprocess`` turns Triton's ``logits`` into the same V1/V2 responses as the ONNX predictor.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import kserve
+import numpy as np
+from kserve.errors import InferenceError
+from kserve.protocol.infer_type import InferInput, InferRequest, InferResponse
+
+from textclf.serving import metrics
+from textclf.serving.bundle import ExportBundle, load_bundle
+from textclf.serving.codec import LOGITS_OUTPUT, pad, predicted_labels, softmax, tokenise, v1_response, v2_response
+from textclf.serving.config import ServingConfig
+from textclf.serving.inputs import InputLimits, ParsedRequest, RequestKind, parse_request
+
+
+@dataclass(frozen=True)
+class TritonRequest:
+    """A request on its way to Triton, and back.
+
+    Attributes:
+        request: The parsed client request (kept for formatting the response).
+        infer_request: The tokenised V2 request sent to Triton.
+    """
+
+    request: ParsedRequest
+    infer_request: InferRequest
+
+
+@dataclass(frozen=True)
+class TritonResult:
+    """Triton's answer for one request.
+
+    Attributes:
+        request: The parsed client request.
+        response: Triton's V2 response (with ``logits``).
+    """
+
+    request: ParsedRequest
+    response: InferResponse
+
+
+def int64_input(name: str, array: np.ndarray) -> InferInput:
+    """A V2 INT64 input tensor.
+
+    Args:
+        name: Tensor name.
+        array: int64 array.
+
+    Returns:
+        The ``InferInput`` (data inline, valid for REST JSON and gRPC).
+    """
+    tensor = InferInput(name, shape=list(array.shape), datatype="INT64")
+    tensor.set_data_from_numpy(array, binary_data=False)
+    return tensor
+
+
+class TritonTextTransformer(kserve.Model):
+    """Tokenising front of a Triton predictor serving the exported model.
+
+    The Triton address and protocol come from KServe's ``PredictorConfig`` (``ModelServer(predictor_config=...)``,
+    or ``--predictor_host``/``--predictor_protocol`` on a KServe transformer container).
+
+    Args:
+        config: Serving configuration (bundle directory, model name, input limits).
+    """
+
+    def __init__(self, config: ServingConfig):
+        super().__init__(config.model_name)
+        self.config = config
+        self.limits = InputLimits(config.max_instances, config.max_text_bytes)
+        self.bundle: ExportBundle | None = None
+        self._tokenizer = None
+
+    def load(self) -> bool:
+        """Read the bundle's labels and tokenizer (the ONNX files are not needed here).
+
+        Returns:
+            ``True``.
+
+        Raises:
+            textclf.serving.bundle.BundleError: The bundle is missing files or incompatible.
+        """
+        self.bundle = load_bundle(self.config.model_dir)
+        self._tokenizer = self.bundle.load_tokenizer()
+        self.ready = True
+        return self.ready
+
+    def validate(self, payload: Any) -> Any:
+        """Pass the request through; ``preprocess`` has validated it already.
+
+        Args:
+            payload: What ``preprocess`` returned.
+
+        Returns:
+            ``payload`` unchanged.
+        """
+        return payload
+
+    async def preprocess(
+        self, payload: dict[str, Any] | InferRequest, headers: dict[str, str] | None = None
+    ) -> TritonRequest:
+        """Validate the request and tokenise its texts into Triton's V2 input tensors.
+
+        Args:
+            payload: Decoded V1 JSON body or V2 ``InferRequest``.
+            headers: Request headers (unused).
+
+        Returns:
+            The parsed request and the V2 ``InferRequest`` for Triton.
+
+        Raises:
+            kserve.errors.InvalidInput: The request is malformed or breaks a limit.
+        """
+        assert self._tokenizer is not None, "preprocess called before load"
+        request = parse_request(payload, self.limits)
+        batch = pad(tokenise(self._tokenizer, request.texts))
+        infer_request = InferRequest(
+            model_name=self.name, request_id=request.request_id,
+            infer_inputs=[int64_input(name, array) for name, array in batch.feeds().items()],
+        )
+        return TritonRequest(request, infer_request)
+
+    async def predict(
+        self, payload: TritonRequest, headers: dict[str, str] | None = None,
+        response_headers: dict[str, str] | None = None,
+    ) -> TritonResult:
+        """Send the tokenised request to Triton (KServe's V2 REST or gRPC client).
+
+        Args:
+            payload: The request for Triton.
+            headers: Request headers (tracing and authorisation headers are forwarded).
+            response_headers: Filled with Triton's response headers (REST).
+
+        Returns:
+            Triton's response with the client request.
+        """
+        response = await super().predict(payload.infer_request, headers, response_headers)
+        return TritonResult(payload.request, response)
+
+    async def postprocess(
+        self, result: TritonResult, headers: dict[str, str] | None = None,
+        response_headers: dict[str, str] | None = None,
+    ) -> dict[str, Any] | InferResponse:
+        """Turn Triton's logits into the client's V1 or V2 response.
+
+        Args:
+            result: Triton's response with the client request.
+            headers: Request headers (unused).
+            response_headers: Response headers (unused).
+
+        Returns:
+            V1 ``{"predictions": [...], "model_version": ...}`` or a V2 ``InferResponse``.
+
+        Raises:
+            kserve.errors.InferenceError: Triton's response has no ``logits`` output.
+        """
+        assert self.bundle is not None, "postprocess called before load"
+        logits_output = result.response.get_output_by_name(LOGITS_OUTPUT)
+        if logits_output is None:
+            raise InferenceError(f"predictor response has no {LOGITS_OUTPUT!r} output")
+        probabilities = softmax(logits_output.as_numpy().reshape(len(result.request.texts), -1))
+        metrics.observe_predictions(self.name, predicted_labels(probabilities, self.bundle.labels), probabilities)
+        model_version = result.response.model_version or self.bundle.git_commit[:12]
+        if result.request.kind is RequestKind.V1:
+            return v1_response(probabilities, self.bundle.labels, model_version)
+        return v2_response(probabilities, self.bundle.labels, self.name, model_version, result.request.request_id)

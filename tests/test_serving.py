@@ -1,0 +1,605 @@
+"""KServe predictor: unit tests (batcher, input validation, encoding, formatting, request log, transformer, CLI)
+and, marked slow, the real server in a subprocess on loopback ports (V1/V2 REST, V2 gRPC, bad input, metrics,
+request log)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+from kserve.errors import InvalidInput
+from kserve.protocol.infer_type import InferInput, InferOutput, InferRequest, InferResponse
+
+from conftest import read_ag_news, requires_ag_news
+from textclf.serving.batcher import MicroBatcher
+from textclf.serving.bundle import BundleError, load_bundle
+from textclf.serving.codec import length_groups, pad, softmax, v1_response, v2_response
+from textclf.serving.config import Precision, ServingConfig
+from textclf.serving.inputs import InputLimits, RequestKind, parse_request, texts_from_v1, texts_from_v2
+from textclf.serving.request_log import RequestLog
+from textclf.text import NORMALISATION_VERSION, normalise_text
+
+LABELS = ("World", "Sports", "Business", "Sci/Tech")
+LIMITS = InputLimits(max_instances=4, max_text_bytes=64)
+LOOPBACK = "127.0.0.1"
+
+
+# ---------------------------------------------------------------------------------------------------- micro-batcher
+
+
+class RecordingProcess:
+    """A batch function that records the batches it was given and returns each item doubled."""
+
+    def __init__(self, delay_s: float = 0.0):
+        self.batches: list[list[int]] = []
+        self.delay_s = delay_s
+
+    def __call__(self, items: list[int]) -> list[int]:
+        self.batches.append(list(items))
+        time.sleep(self.delay_s)
+        return [2 * item for item in items]
+
+
+def run_requests(batcher: MicroBatcher, requests: list[list[int]], stagger_s: float = 0.0) -> list[list[int]]:
+    """Submit requests concurrently (optionally staggered) and return their results in request order."""
+
+    async def submit(index: int, items: list[int]) -> list[int]:
+        await asyncio.sleep(index * stagger_s)
+        return await batcher.submit(items)
+
+    async def main() -> list[list[int]]:
+        try:
+            return await asyncio.gather(*(submit(i, items) for i, items in enumerate(requests)))
+        finally:
+            batcher.close()
+
+    return asyncio.run(main())
+
+
+def test_batcher_answers_each_request_with_its_own_results_in_order():
+    process = RecordingProcess()
+    requests = [[i, i + 100, i + 200][: 1 + i % 3] for i in range(20)]
+    results = run_requests(MicroBatcher(process, max_batch_size=8, max_wait_ms=20), requests)
+    assert results == [[2 * item for item in items] for items in requests]
+    assert len(process.batches) < len(requests), "concurrent requests should share batches"
+
+
+def test_batcher_never_exceeds_max_batch_size_and_never_splits_a_request():
+    process = RecordingProcess(delay_s=0.005)
+    requests = [[i] * (1 + i % 3) for i in range(30)] + [list(range(12))]
+    results = run_requests(MicroBatcher(process, max_batch_size=5, max_wait_ms=50), requests)
+    assert results == [[2 * item for item in items] for items in requests]
+    sizes = [len(batch) for batch in process.batches]
+    assert sizes.count(12) == 1 and all(size <= 5 for size in sizes if size != 12), sizes
+    assert sum(sizes) == sum(len(items) for items in requests)
+
+
+def test_batcher_waits_at_most_max_wait_for_more_requests():
+    process = RecordingProcess()
+    started = time.perf_counter()
+    run_requests(MicroBatcher(process, max_batch_size=64, max_wait_ms=30), [[1]])
+    assert time.perf_counter() - started < 1.0
+    assert process.batches == [[1]]
+
+    together = RecordingProcess()
+    run_requests(MicroBatcher(together, max_batch_size=64, max_wait_ms=200), [[1], [2], [3]], stagger_s=0.01)
+    assert together.batches == [[1, 2, 3]], "requests within the wait window share one batch"
+
+    apart = RecordingProcess()
+    run_requests(MicroBatcher(apart, max_batch_size=64, max_wait_ms=5), [[1], [2]], stagger_s=0.3)
+    assert apart.batches == [[1], [2]], "a request after the window starts a new batch"
+
+
+def test_batcher_hands_a_failure_to_the_batch_and_keeps_serving():
+    def process(items: list[int]) -> list[int]:
+        if -1 in items:
+            raise RuntimeError("model failed")
+        return items
+
+    async def main() -> tuple[BaseException | None, list[int]]:
+        batcher = MicroBatcher(process, max_batch_size=4, max_wait_ms=0)
+        try:
+            failure = None
+            try:
+                await batcher.submit([-1])
+            except RuntimeError as exc:
+                failure = exc
+            return failure, await batcher.submit([7])
+        finally:
+            batcher.close()
+
+    failure, later = asyncio.run(main())
+    assert str(failure) == "model failed" and later == [7]
+
+
+# ------------------------------------------------------------------------------------------------- input validation
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        ({"instances": []}, "empty request"),
+        ({"instances": [""]}, "instance 0: empty text"),
+        ({"instances": ["ok", "   "]}, "instance 1: empty text"),
+        ({"instances": ["ok", 3]}, "instance 1: expected a string, got int"),
+        ({"instances": [{"txt": "x"}]}, "instance 0: expected a string, got dict"),
+        ({"instances": [None]}, "expected a string, got NoneType"),
+        ({"instances": ["a"] * 5}, "too many instances: 5 texts in one request, at most 4"),
+        ({"instances": ["x" * 65]}, "text too long (65 bytes, at most 64)"),
+        ({"instances": ["é" * 33]}, "text too long (66 bytes, at most 64)"),
+        ({"instances": "a text"}, '"instances" must be a list'),
+        ({"inputs": []}, 'expected a JSON object {"instances"'),
+        (["a text"], 'expected a JSON object {"instances"'),
+        (b"not json", "request body is not valid JSON"),
+        (b'{"instances": ["from curl"]', "request body is not valid JSON"),
+    ],
+)
+def test_v1_bad_input_is_rejected_with_a_message_naming_the_problem(payload, message):
+    with pytest.raises(InvalidInput) as excinfo:
+        texts_from_v1(payload, LIMITS)
+    assert message in str(excinfo.value)
+
+
+def test_v1_accepts_strings_and_text_objects():
+    assert texts_from_v1({"instances": ["a", {"text": "b"}]}, LIMITS) == ["a", "b"]
+    assert texts_from_v1({"instances": ["x" * 64]}, LIMITS) == ["x" * 64]
+    assert texts_from_v1(b'{"instances": ["sent without a JSON content type"]}', LIMITS) == [
+        "sent without a JSON content type"]
+
+
+def v2_request(data: list, datatype: str = "BYTES", name: str = "text", shape: list[int] | None = None) -> InferRequest:
+    return InferRequest("textclf", [InferInput(name, shape or [len(data)], datatype, data)], request_id="r1")
+
+
+def test_v2_texts_from_json_strings_and_grpc_bytes():
+    assert texts_from_v2(v2_request(["a", "b"]), LIMITS) == ["a", "b"]
+    assert texts_from_v2(v2_request([b"caf\xc3\xa9"]), LIMITS) == ["café"]
+    assert texts_from_v2(v2_request(["a", "b"], shape=[2, 1]), LIMITS) == ["a", "b"]
+    parsed = parse_request(v2_request(["a"]), LIMITS)
+    assert parsed.kind is RequestKind.V2 and parsed.request_id == "r1"
+
+
+@pytest.mark.parametrize(
+    ("request_", "message"),
+    [
+        (v2_request([b"\xff\xfe"]), "instance 0: invalid UTF-8 at byte 0"),
+        (v2_request(["a"], name="texts"), "missing input 'text'"),
+        (v2_request([1, 2], datatype="INT64"), "must have datatype BYTES, got INT64"),
+        (v2_request(["a", "b"], shape=[3]), "data does not match shape [3]"),
+        (v2_request([]), "empty request"),
+        (v2_request([""]), "instance 0: empty text"),
+    ],
+)
+def test_v2_bad_input_is_rejected(request_, message):
+    with pytest.raises(InvalidInput) as excinfo:
+        texts_from_v2(request_, LIMITS)
+    assert message in str(excinfo.value)
+
+
+# ------------------------------------------------------------------------------------------ encoding and formatting
+
+
+def test_length_groups_sort_by_length_and_respect_size_and_ratio():
+    lengths = [10, 30, 12, 11, 50, 9, 31]
+    groups = length_groups(lengths, max_group_size=3)
+    assert sorted(index for group in groups for index in group) == list(range(len(lengths)))
+    assert all(len(group) <= 3 for group in groups)
+    for group in groups:
+        group_lengths = [lengths[index] for index in group]
+        assert group_lengths == sorted(group_lengths) and max(group_lengths) <= 1.5 * min(group_lengths)
+    assert groups[0] == [5, 0, 3]
+
+
+def test_pad_masks_the_padding():
+    batch = pad([[101, 7, 102], [101, 102]])
+    assert batch.input_ids.dtype == np.int64 and batch.input_ids.tolist() == [[101, 7, 102], [101, 102, 0]]
+    assert batch.attention_mask.tolist() == [[1, 1, 1], [1, 1, 0]]
+
+
+def test_v1_and_v2_responses_carry_labels_and_probabilities():
+    probabilities = softmax(np.array([[0.1, 2.0, 0.3, -1.0], [3.0, 0.0, 0.0, 0.0]], dtype=np.float32))
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-6)
+    v1 = v1_response(probabilities, LABELS, "abc-123")
+    assert v1["model_version"] == "abc-123"
+    assert [(p["label"], p["label_id"]) for p in v1["predictions"]] == [("Sports", 1), ("World", 0)]
+    assert list(v1["predictions"][0]["scores"]) == list(LABELS)
+    rest, _ = v2_response(probabilities, LABELS, "textclf", "abc-123", "r1").to_rest()
+    outputs = {output["name"]: output for output in rest["outputs"]}
+    assert outputs["label"]["data"] == ["Sports", "World"] and outputs["label"]["datatype"] == "BYTES"
+    assert outputs["probabilities"]["shape"] == [2, 4] and outputs["probabilities"]["datatype"] == "FP32"
+    assert rest["id"] == "r1" and rest["model_version"] == "abc-123"
+
+
+# -------------------------------------------------------------------------------- bundle, config, CLI, request log
+
+
+def write_fake_bundle(root: Path, normalisation_version: str = NORMALISATION_VERSION) -> Path:
+    """A bundle without ONNX files: a small WordLevel tokenizer, labels and metadata (enough for the transformer)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+
+    vocab = {"[PAD]": 0, "[UNK]": 1, "[CLS]": 2, "[SEP]": 3, "stocks": 4, "fell": 5, "goal": 6, "scored": 7}
+    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)]
+    )
+    root.mkdir(parents=True, exist_ok=True)
+    tokenizer.save(str(root / "tokenizer.json"))
+    (root / "labels.json").write_text(json.dumps({"labels": list(LABELS)}))
+    (root / "export_metadata.json").write_text(json.dumps({
+        "max_length": 5, "normalisation_version": normalisation_version, "labels": list(LABELS),
+        "source_model": {"git_commit": "0123456789abcdef"}, "files": {"model.int8.onnx": "f" * 64},
+    }))
+    return root
+
+
+def test_bundle_metadata_and_model_version(tmp_path):
+    bundle = load_bundle(write_fake_bundle(tmp_path / "bundle"))
+    assert bundle.labels == LABELS and bundle.max_length == 5
+    assert bundle.model_version(Precision.INT8) == "0123456789ab-ffffffffffff"
+    assert Precision("int8").onnx_file == "model.int8.onnx" and Precision.FP32.onnx_file == "model.onnx"
+    with pytest.raises(BundleError, match="model.int8.onnx not found"):
+        bundle.onnx_path(Precision.INT8)
+    ids = bundle.load_tokenizer().encode("stocks fell goal scored stocks fell").ids
+    assert ids == [2, 4, 5, 6, 3], "truncated to max_length, special tokens kept"
+
+
+def test_bundle_with_another_normalisation_version_is_refused(tmp_path):
+    with pytest.raises(BundleError, match="text normalisation version 0, this server applies version"):
+        load_bundle(write_fake_bundle(tmp_path / "bundle", normalisation_version="0"))
+
+
+def test_cli_rejects_unusable_arguments_with_exit_code_2(tmp_path, capsys):
+    from textclf.serving.__main__ import config_from_args
+
+    cases = [
+        (["--model-dir", str(tmp_path / "missing")], "model directory not found"),
+        (["--model-dir", str(write_fake_bundle(tmp_path / "b"))], "model.int8.onnx not found"),
+        (["--model-dir", str(tmp_path / "b"), "--max-batch-size", "0"], "max_batch_size must be >= 1"),
+        (["--model-dir", str(tmp_path / "b"), "--precision", "fp16"], "invalid choice"),
+        (["--model-dir", str(tmp_path)], "export_metadata.json not found"),
+        (["--model-dir", str(tmp_path / "b"), "--predictor-host", "t:8001", "--workers", "4"], "--workers must be 1"),
+    ]
+    for argv, message in cases:
+        with pytest.raises(SystemExit) as excinfo:
+            config_from_args(argv)
+        assert excinfo.value.code == 2
+        assert message in capsys.readouterr().err
+    config = config_from_args(["--model-dir", str(tmp_path / "b"), "--predictor-host", "triton:8001"])
+    assert config.predictor_host == "triton:8001" and config.precision is Precision.INT8
+    # The arguments KServe appends to a transformer container (underscore spelling, --workers).
+    config = config_from_args(["--model-dir", str(tmp_path / "b"), "--model_name", "textclf", "--predictor_host",
+                               "triton.ns:80", "--http_port", "8080", "--workers", "1"])
+    assert (config.model_name, config.predictor_host, config.http_port) == ("textclf", "triton.ns:80", 8080)
+
+
+def test_request_log_writes_json_lines_and_rotates(tmp_path):
+    path = tmp_path / "logs" / "requests.jsonl"
+    log = RequestLog(path, max_bytes=600, backups=2)
+    probabilities = softmax(np.zeros((2, 4), dtype=np.float32))
+    for _ in range(5):
+        log.record(["first text", "second"], ["World", "World"], probabilities, LABELS, "v1")
+    log.close()
+    files = sorted(path.parent.iterdir())
+    assert [f.name for f in files] == ["requests.jsonl", "requests.jsonl.1", "requests.jsonl.2"]
+    line = json.loads(path.read_text().splitlines()[-1])
+    assert set(line) == {"timestamp", "text", "label", "probabilities", "model_version"}
+    assert line["probabilities"] == {label: 0.25 for label in LABELS} and line["timestamp"].endswith("+00:00")
+
+
+# ---------------------------------------------------------------------------------------------------- transformer
+
+
+def test_transformer_tokenises_for_triton_and_formats_triton_logits(tmp_path):
+    from textclf.serving.transformer import TritonResult, TritonTextTransformer
+
+    config = ServingConfig(model_dir=write_fake_bundle(tmp_path / "bundle"), predictor_host="triton:8001")
+    transformer = TritonTextTransformer(config)
+    assert transformer.load()
+
+    async def roundtrip(payload):
+        request = await transformer.preprocess(payload)
+        logits = np.array([[0.0, 3.0, 0.0, 0.0], [0.0, 0.0, 3.0, 0.0]], dtype=np.float32)
+        triton = InferResponse("r1", "textclf", [InferOutput("logits", [2, 4], "FP32", logits.ravel().tolist())],
+                               model_version="1")
+        return request, await transformer.postprocess(TritonResult(request.request, triton))
+
+    request, v1 = asyncio.run(roundtrip({"instances": ["goal scored", {"text": "Stocks   fell"}]}))
+    feeds = {tensor.name: tensor for tensor in request.infer_request.inputs}
+    assert feeds["input_ids"].datatype == "INT64"
+    assert feeds["input_ids"].as_numpy().tolist() == [[2, 6, 7, 3], [2, 1, 5, 3]], "normalised, [UNK] for 'Stocks'"
+    assert feeds["attention_mask"].as_numpy().tolist() == [[1, 1, 1, 1], [1, 1, 1, 1]]
+    assert [p["label"] for p in v1["predictions"]] == ["Sports", "Business"] and v1["model_version"] == "1"
+
+    _, v2 = asyncio.run(roundtrip(v2_request([b"goal", b"stocks fell"])))
+    assert isinstance(v2, InferResponse) and v2.get_output_by_name("label").data == ["Sports", "Business"]
+    with pytest.raises(InvalidInput, match="empty request"):
+        asyncio.run(transformer.preprocess({"instances": []}))
+
+
+# ------------------------------------------------------------------------------------------ the server (slow, real)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((LOOPBACK, 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class RunningServer:
+    process: subprocess.Popen
+    http: str
+    grpc_port: int
+    model_dir: Path
+    request_log: Path
+
+
+def stop_process(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=15)
+
+
+@pytest.fixture(scope="module")
+def server(exported_tiny_model, tmp_path_factory) -> Iterator[RunningServer]:
+    import httpx
+
+    work = tmp_path_factory.mktemp("serving")
+    http_port, grpc_port = free_port(), free_port()
+    request_log = work / "requests.jsonl"
+    command = [
+        sys.executable, "-m", "textclf.serving", "--model-dir", str(exported_tiny_model), "--model-name", "textclf",
+        "--precision", "int8", "--http-port", str(http_port), "--grpc-port", str(grpc_port),
+        "--max-batch-size", "16", "--max-wait-ms", "5", "--max-instances", "8", "--max-text-bytes", "2048",
+        "--request-log", str(request_log),
+    ]
+    output = (work / "server.log").open("wb")
+    process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
+    running = RunningServer(process, f"http://{LOOPBACK}:{http_port}", grpc_port, exported_tiny_model, request_log)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"server exited with {process.returncode}:\n{(work / 'server.log').read_text()}")
+            try:
+                if httpx.get(f"{running.http}/v2/health/ready", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"server not ready after 120 s:\n{(work / 'server.log').read_text()}")
+            time.sleep(0.3)
+        yield running
+    finally:
+        stop_process(process)
+        output.close()
+
+
+@pytest.fixture(scope="module")
+def ag_news_texts() -> list[str]:
+    """16 real AG News test texts (title and description joined by a space, as ingest does)."""
+    frame = read_ag_news("test").iloc[:16]
+    return (frame["title"] + " " + frame["description"]).tolist()
+
+
+def offline_probabilities(model_dir: Path, texts: list[str], onnx_file: str = "model.int8.onnx") -> np.ndarray:
+    """Probabilities from onnxruntime + tokenizers directly, one text at a time (no server code)."""
+    import onnxruntime as ort
+    from tokenizers import Tokenizer
+
+    metadata = json.loads((model_dir / "export_metadata.json").read_text())
+    tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+    tokenizer.enable_truncation(max_length=metadata["max_length"])
+    tokenizer.no_padding()
+    session = ort.InferenceSession(str(model_dir / onnx_file), providers=["CPUExecutionProvider"])
+    rows = []
+    for text in texts:
+        ids = np.array([tokenizer.encode(normalise_text(text)).ids], dtype=np.int64)
+        logits = session.run(["logits"], {"input_ids": ids, "attention_mask": np.ones_like(ids)})[0][0]
+        rows.append(np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum())
+    return np.stack(rows)
+
+
+def v1_predict(server: RunningServer, instances) -> dict:
+    import httpx
+
+    response = httpx.post(f"{server.http}/v1/models/textclf:predict", json={"instances": instances}, timeout=30)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def v2_infer_body(texts: list[str]) -> dict:
+    return {"id": "req-1", "inputs": [{"name": "text", "shape": [len(texts)], "datatype": "BYTES", "data": texts}]}
+
+
+@pytest.mark.slow
+@requires_ag_news
+def test_v1_predictions_equal_offline_onnx_runtime(server, ag_news_texts):
+    labels = json.loads((server.model_dir / "labels.json").read_text())["labels"]
+    expected = offline_probabilities(server.model_dir, ag_news_texts)
+    for text, row in zip(ag_news_texts[:8], expected[:8], strict=True):
+        prediction = v1_predict(server, [text])["predictions"][0]
+        np.testing.assert_allclose([prediction["scores"][label] for label in labels], row, atol=1e-5)
+        assert prediction["label"] == labels[int(row.argmax())] and prediction["label_id"] == int(row.argmax())
+    body = v1_predict(server, [{"text": text} for text in ag_news_texts[8:]])
+    scores = np.array([[p["scores"][label] for label in labels] for p in body["predictions"]])
+    np.testing.assert_allclose(scores.sum(axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(scores, expected[8:], atol=0.02)  # batched: INT8 activation scales see the batch
+    metadata = json.loads((server.model_dir / "export_metadata.json").read_text())
+    assert body["model_version"] == (
+        f"{metadata['source_model']['git_commit'][:12]}-{metadata['files']['model.int8.onnx'][:12]}"
+    )
+
+
+@pytest.mark.slow
+@requires_ag_news
+def test_v2_rest_returns_labels_and_probabilities(server, ag_news_texts):
+    import httpx
+
+    texts = ag_news_texts[:4]
+    response = httpx.post(f"{server.http}/v2/models/textclf/infer", json=v2_infer_body(texts), timeout=30)
+    assert response.status_code == 200, response.text
+    outputs = {output["name"]: output for output in response.json()["outputs"]}
+    assert outputs["label"]["datatype"] == "BYTES" and outputs["probabilities"]["datatype"] == "FP32"
+    probabilities = np.array(outputs["probabilities"]["data"]).reshape(outputs["probabilities"]["shape"])
+    assert probabilities.shape == (4, 4)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+    assert outputs["label"]["data"] == [p["label"] for p in v1_predict(server, texts)["predictions"]]
+
+
+@pytest.mark.slow
+@requires_ag_news
+def test_v2_grpc_with_kserve_client(server, ag_news_texts):
+    import grpc
+    from kserve import InferenceGRPCClient
+
+    texts = ag_news_texts[:3]
+
+    async def call(data: list[bytes]) -> InferResponse:
+        client = InferenceGRPCClient(url=f"{LOOPBACK}:{server.grpc_port}", timeout=30, retries=2)
+        try:
+            return await client.infer(v2_request(data))
+        finally:
+            await client.close()
+
+    response = asyncio.run(call([text.encode("utf-8") for text in texts]))
+    labels = [label.decode() if isinstance(label, bytes) else label
+              for label in response.get_output_by_name("label").as_numpy().tolist()]
+    probabilities = response.get_output_by_name("probabilities").as_numpy()
+    assert probabilities.shape == (3, 4)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+    assert labels == [p["label"] for p in v1_predict(server, texts)["predictions"]]
+    with pytest.raises(grpc.aio.AioRpcError) as excinfo:
+        asyncio.run(call([b"fine", b"\xff\xfe broken"]))
+    assert excinfo.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "instance 1: invalid UTF-8" in excinfo.value.details()
+
+
+@pytest.mark.slow
+@requires_ag_news
+def test_fp32_predictor_is_ready_only_after_load_and_matches_offline(exported_tiny_model, ag_news_texts):
+    from textclf.serving.predictor import TextClassifierPredictor
+
+    predictor = TextClassifierPredictor(
+        ServingConfig(model_dir=exported_tiny_model, precision=Precision.FP32, warmup_batches=1)
+    )
+    assert not predictor.ready
+    assert predictor.load() and predictor.ready
+
+    async def predict(texts: list[str]) -> dict:
+        scored = await predictor.predict(await predictor.preprocess({"instances": texts}))
+        return await predictor.postprocess(scored)
+
+    try:
+        body = asyncio.run(predict(ag_news_texts[:4]))
+    finally:
+        predictor.stop()
+    labels = predictor.bundle.labels
+    scores = np.array([[p["scores"][label] for label in labels] for p in body["predictions"]])
+    np.testing.assert_allclose(scores, offline_probabilities(exported_tiny_model, ag_news_texts[:4], "model.onnx"),
+                               atol=1e-4)
+    assert body["model_version"].endswith(predictor.bundle.file_sha256["model.onnx"][:12])
+
+
+BAD_HTTP_REQUESTS = [
+    ("v1", b'{"instances": []}', "empty request"),
+    ("v1", b'{"instances": [""]}', "instance 0: empty text"),
+    ("v1", b'{"instances": ["ok", 42]}', "instance 1: expected a string, got int"),
+    ("v1", b'{"instances": [{"text": null}]}', "instance 0: expected a string, got NoneType"),
+    ("v1", b'{"instances": ["a", "b", "c", "d", "e", "f", "g", "h", "i"]}', "too many instances: 9"),
+    ("v1", json.dumps({"instances": ["x" * 2049]}).encode(), "text too long (2049 bytes, at most 2048)"),
+    ("v1", b'{"instances": ["unterminated', "Unrecognized request format"),
+    ("v1", b'{"instances": ["caf\xff"]}', "Unrecognized request format"),
+    ("v1", b'{"text": "no instances"}', 'expected a JSON object {"instances"'),
+    ("v2", json.dumps(v2_infer_body([])).encode(), "empty request"),
+    ("v2", json.dumps(v2_infer_body(["ok", ""])).encode(), "instance 1: empty text"),
+    ("v2", json.dumps(v2_infer_body(["x"] * 9)).encode(), "too many instances: 9"),
+    ("v2", json.dumps({"inputs": [{"name": "txt", "shape": [1], "datatype": "BYTES", "data": ["a"]}]}).encode(),
+     "missing input 'text'"),
+    ("v2", json.dumps({"inputs": [{"name": "text", "shape": [1], "datatype": "INT64", "data": [1]}]}).encode(),
+     "must have datatype BYTES"),
+    ("v2", b'{"inputs": [', "invalid request body: body.12: JSON decode error"),
+    ("v2", b'{"inputs": {"name": "text"}}', "inputs: Input should be a valid list"),
+]
+
+
+@pytest.mark.slow
+@requires_ag_news
+def test_bad_input_gets_400_naming_the_problem_and_the_server_keeps_serving(server, ag_news_texts):
+    import httpx
+
+    urls = {"v1": f"{server.http}/v1/models/textclf:predict", "v2": f"{server.http}/v2/models/textclf/infer"}
+    failures = []
+    for protocol, body, message in BAD_HTTP_REQUESTS:
+        response = httpx.post(urls[protocol], content=body, headers={"content-type": "application/json"}, timeout=30)
+        error = response.json().get("error", "") if response.status_code == 400 else response.text
+        if response.status_code != 400 or message not in error:
+            failures.append((protocol, body[:60], message, response.status_code, error[:200]))
+    assert not failures, failures
+    plain = httpx.post(urls["v1"], content=b'{"instances": ["cut', headers={"content-type": "text/plain"}, timeout=30)
+    assert plain.status_code == 400 and "request body is not valid JSON" in plain.json()["error"]
+    assert v1_predict(server, ag_news_texts[:1])["predictions"][0]["label"]
+
+
+@pytest.mark.slow
+@requires_ag_news
+def test_metrics_expose_batch_size_class_counts_and_confidence(server, ag_news_texts):
+    import httpx
+
+    v1_predict(server, ag_news_texts[:2])
+    text = httpx.get(f"{server.http}/metrics", timeout=30).text
+    samples = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            samples[name] = float(value)
+    assert samples['textclf_batch_size_count{model_name="textclf"}'] > 0
+    assert samples['textclf_prediction_confidence_count{model_name="textclf"}'] >= 2
+    assert sum(v for k, v in samples.items() if k.startswith("textclf_predictions_total{")) >= 2
+    assert any('label="' in k for k in samples if k.startswith("textclf_predictions_total{"))
+    assert samples['request_predict_seconds_count{model_name="textclf"}'] > 0, "KServe's own latency metrics"
+
+
+@pytest.mark.slow
+@requires_ag_news
+def test_request_log_has_one_json_line_per_prediction(server, ag_news_texts):
+    marker = f"request-log-check-{os.getpid()}"
+    texts = [f"{marker} {i} {text}" for i, text in enumerate(ag_news_texts[:5])]
+    predictions = v1_predict(server, texts)["predictions"]
+    deadline = time.monotonic() + 10
+    while True:
+        lines = [json.loads(line) for line in server.request_log.read_text().splitlines()]
+        logged = [line for line in lines if line["text"].startswith(marker)]
+        if len(logged) >= len(texts) or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert [line["text"] for line in logged] == texts
+    assert [line["label"] for line in logged] == [p["label"] for p in predictions]
+    for line in logged:
+        assert set(line) == {"timestamp", "text", "label", "probabilities", "model_version"}
+        assert abs(sum(line["probabilities"].values()) - 1.0) < 1e-5 and "T" in line["timestamp"]
+
+
+def test_cli_process_exits_2_on_a_bundle_without_the_onnx_model(tmp_path):
+    bundle = write_fake_bundle(tmp_path / "bundle")
+    result = subprocess.run(
+        [sys.executable, "-m", "textclf.serving", "--model-dir", str(bundle), "--http-port", str(free_port())],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 2 and "model.int8.onnx not found" in result.stderr
