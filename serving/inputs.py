@@ -18,6 +18,22 @@ from kserve.protocol.infer_type import InferInput, InferRequest
 V2_TEXT_INPUT = "text"
 
 
+class ValidatedInPreprocess:
+    """Mixin for :class:`kserve.Model` subclasses whose ``preprocess`` parses and validates the request: KServe's
+    ``validate`` step, which runs on what ``preprocess`` returned, then has nothing left to check."""
+
+    def validate(self, payload: Any) -> Any:
+        """Pass the parsed request through unchanged.
+
+        Args:
+            payload: What ``preprocess`` returned.
+
+        Returns:
+            ``payload`` unchanged.
+        """
+        return payload
+
+
 class RequestKind(str, Enum):
     """Which protocol a request came in with; the response is formatted the same way."""
 

@@ -15,7 +15,13 @@ from textclf.serving.bundle import ExportBundle, load_bundle
 from textclf.serving.codec import predicted_labels, v1_response, v2_response
 from textclf.serving.config import ServingConfig
 from textclf.serving.engine import OnnxTextClassifier, create_session
-from textclf.serving.inputs import InputLimits, ParsedRequest, RequestKind, parse_request
+from textclf.serving.inputs import (
+    InputLimits,
+    ParsedRequest,
+    RequestKind,
+    ValidatedInPreprocess,
+    parse_request,
+)
 from textclf.serving.request_log import RequestLog
 
 
@@ -32,7 +38,7 @@ class ScoredRequest:
     probabilities: np.ndarray
 
 
-class TextClassifierPredictor(kserve.Model):
+class TextClassifierPredictor(ValidatedInPreprocess, kserve.Model):
     """Serves an export bundle's ONNX model over KServe V1/V2 REST and V2 gRPC.
 
     Requests are validated in ``preprocess``, scored in ``predict`` through a :class:`MicroBatcher` (concurrent
@@ -85,17 +91,6 @@ class TextClassifierPredictor(kserve.Model):
             self._request_log.close()
             self._request_log = None
         self.ready = False
-
-    def validate(self, payload: Any) -> Any:
-        """Pass the parsed request through; ``preprocess`` has validated it already.
-
-        Args:
-            payload: What ``preprocess`` returned.
-
-        Returns:
-            ``payload`` unchanged.
-        """
-        return payload
 
     async def preprocess(
         self, payload: dict[str, Any] | InferRequest, headers: dict[str, str] | None = None

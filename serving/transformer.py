@@ -20,7 +20,13 @@ from textclf.serving import metrics
 from textclf.serving.bundle import ExportBundle, load_bundle
 from textclf.serving.codec import LOGITS_OUTPUT, pad, predicted_labels, softmax, tokenise, v1_response, v2_response
 from textclf.serving.config import ServingConfig
-from textclf.serving.inputs import InputLimits, ParsedRequest, RequestKind, parse_request
+from textclf.serving.inputs import (
+    InputLimits,
+    ParsedRequest,
+    RequestKind,
+    ValidatedInPreprocess,
+    parse_request,
+)
 
 
 @dataclass(frozen=True)
@@ -64,7 +70,7 @@ def int64_input(name: str, array: np.ndarray) -> InferInput:
     return tensor
 
 
-class TritonTextTransformer(kserve.Model):
+class TritonTextTransformer(ValidatedInPreprocess, kserve.Model):
     """Tokenising front of a Triton predictor serving the exported model.
 
     The Triton address and protocol come from KServe's ``PredictorConfig`` (``ModelServer(predictor_config=...)``,
@@ -94,17 +100,6 @@ class TritonTextTransformer(kserve.Model):
         self._tokenizer = self.bundle.load_tokenizer()
         self.ready = True
         return self.ready
-
-    def validate(self, payload: Any) -> Any:
-        """Pass the request through; ``preprocess`` has validated it already.
-
-        Args:
-            payload: What ``preprocess`` returned.
-
-        Returns:
-            ``payload`` unchanged.
-        """
-        return payload
 
     async def preprocess(
         self, payload: dict[str, Any] | InferRequest, headers: dict[str, str] | None = None
