@@ -202,6 +202,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench_serve.add_argument("--output", type=Path, default=Path("runs/bench/bench_serve.json"))
     bench_serve.add_argument("--seconds", type=float, default=20.0, help="load duration per concurrency level")
     bench_serve.set_defaults(func=cmd_bench_serve)
+
+    from textclf.registry.cli import add_registry_commands
+
+    add_registry_commands(commands)
     return parser
 
 
