@@ -46,7 +46,10 @@ class ServingConfig:
         grpc_port: gRPC port (V2).
         enable_grpc: Start the gRPC server as well.
         max_batch_size: Most texts one micro-batch collects before it runs.
-        max_wait_ms: Longest a request waits for others to join its micro-batch.
+        max_wait_ms: Longest a request waits for others to join its micro-batch. The default 0 adds no latency
+            and still batches under load: requests arriving while the model runs queue up and go together in the
+            next run. (Measured, INT8, 2 cores: p50 at concurrency 1 was 12.7 ms with 0 and 15.0 ms with 2 ms;
+            throughput at concurrency 32 was the same within 4%.)
         max_instances: Most texts one request may carry.
         max_text_bytes: Longest text (UTF-8 bytes) accepted.
         intra_op_threads: ONNX Runtime threads per run.
@@ -66,7 +69,7 @@ class ServingConfig:
     grpc_port: int = 8081
     enable_grpc: bool = True
     max_batch_size: int = 32
-    max_wait_ms: float = 2.0
+    max_wait_ms: float = 0.0
     max_instances: int = 256
     max_text_bytes: int = 64 * 1024
     intra_op_threads: int = default_intra_op_threads()
