@@ -28,10 +28,11 @@ log = logging.getLogger(__name__)
 FP32_FILE = "model.onnx"
 INT8_FILE = "model.int8.onnx"
 METADATA_FILE = "export_metadata.json"
-#: Quantised: MatMuls with constant weights (per output channel) and the embedding tables (Gather), which are half
-#: of MiniLM's parameters. Kept fp32: the classifier Gemm and the FFN down-projections (see
-#: :func:`down_projection_nodes`). On MiniLM-L6 this gives a 34 MB model (fp32: 92 MB).
-INT8_OP_TYPES = ("MatMul", "Gather")
+#: Quantised: MatMuls with constant weights (per output channel). Kept fp32: the embedding tables, the classifier
+#: Gemm and the FFN down-projections (see :func:`down_projection_nodes`). Measured on MiniLM-L6 fine-tuned on all
+#: AG News rows: also quantising the embedding tables (34 MB instead of 69 MB) dropped INT8 argmax agreement with
+#: PyTorch on 256 test texts from 99.2% to 98.4%, below the 99% gate.
+INT8_OP_TYPES = ("MatMul",)
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
 
 
