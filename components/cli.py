@@ -32,7 +32,7 @@ def default_dataset_uri() -> str:
 
 
 def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
-    train, split = TrainConfig(), SplitConfig()
+    train, split = TrainConfig, SplitConfig  # class attributes hold the defaults; no instance needed
     parser.add_argument("--dataset-uri", default=default_dataset_uri(),
                         help="directory with train/test files (default: ../shared/datasets/ag_news)")
     parser.add_argument("--dataset-format", default="auto", help="auto, ag_news, arxiv_cs or generic")

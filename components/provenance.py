@@ -12,7 +12,7 @@ import subprocess
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 #: Distributions whose versions are recorded in every artifact's metadata.
 TRACKED_PACKAGES = (
@@ -69,21 +69,29 @@ def git_commit(repo_dir: str | os.PathLike[str] | None = None) -> str:
         return "unknown"
 
 
-def write_json(path: str | os.PathLike[str], payload: Any) -> None:
-    """Write JSON atomically: to a temporary file beside ``path``, then rename over it."""
+@contextlib.contextmanager
+def atomic_file(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
+    """Yield a binary handle on a temporary file beside ``path`` that is renamed over ``path`` (mode 0644) only if
+    the block finishes; otherwise it is removed, and ``path`` is as it was."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(payload, handle, indent=2, sort_keys=True, default=str)
-            handle.write("\n")
+        with os.fdopen(fd, "w+b") as handle:
+            yield handle
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def write_json(path: str | os.PathLike[str], payload: Any) -> None:
+    """Write JSON atomically (see :func:`atomic_file`)."""
+    text = json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n"
+    with atomic_file(path) as handle:
+        handle.write(text.encode("utf-8"))
 
 
 def read_json(path: str | os.PathLike[str]) -> Any:

@@ -28,6 +28,21 @@ class LocalRun:
     seconds: float = 0.0
 
 
+def init_local_runner(pipeline_root: str | Path) -> None:
+    """Point ``kfp.local`` at ``pipeline_root`` with ``SubprocessRunner(use_venv=False)`` in this environment.
+
+    The runner starts components with ``python3 -m kfp.dsl.executor_main``: this interpreter's directory goes first
+    on ``PATH`` (once) so they run where textclf is installed.
+    """
+    from kfp import local
+
+    bin_dir = str(Path(sys.executable).parent)
+    path = os.environ.get("PATH", "")
+    if path.split(os.pathsep)[0] != bin_dir:
+        os.environ["PATH"] = f"{bin_dir}{os.pathsep}{path}"
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root), raise_on_error=True)
+
+
 def _run_dirs(root: Path) -> set[Path]:
     return {p for p in root.iterdir() if p.is_dir()} if root.exists() else set()
 
@@ -43,15 +58,10 @@ def run_pipeline_locally(pipeline_func: Any, arguments: dict[str, Any], pipeline
     Returns:
         The run's folder, its output artifact URIs and every file it wrote.
     """
-    from kfp import local
-
     root = Path(pipeline_root).resolve()
     root.mkdir(parents=True, exist_ok=True)
     before = _run_dirs(root)
-    # The runner starts components with `python3 -m kfp.dsl.executor_main`: put this interpreter first on PATH so
-    # they run in this environment, where textclf is installed.
-    os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=True)
+    init_local_runner(root)
     started = time.perf_counter()
     task = pipeline_func(**arguments)
     seconds = time.perf_counter() - started

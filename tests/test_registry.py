@@ -355,12 +355,13 @@ def test_cli_commands(tmp_path, run_a, run_b, capsys, monkeypatch):
 
 
 def test_register_component_under_kfp_local(tmp_path, run_a, monkeypatch):
-    from kfp import dsl, local
+    from kfp import dsl
     from kfp.dsl import Artifact, Model
 
+    from textclf.pipelines.local import init_local_runner
     from textclf.registry.component import register_op
 
-    monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    monkeypatch.setenv("PATH", os.environ.get("PATH", ""))  # restored after the test
     registry_uri = f"file://{tmp_path / 'kfp-registry'}"
 
     @dsl.pipeline(name="register-test")
@@ -371,8 +372,7 @@ def test_register_component_under_kfp_local(tmp_path, run_a, monkeypatch):
         return register_op(model=model.output, onnx_model=onnx_model.output, evaluation=evaluation.output,
                            registry_uri=registry_uri, version="", notes="from kfp").output
 
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "pipeline_root"),
-               raise_on_error=True)
+    init_local_runner(tmp_path / "pipeline_root")
     task = register_pipeline(registry_uri=registry_uri)
     assert task.output == "v0.1.0"
     shown = ModelRegistry(registry_uri).show("v0.1.0")

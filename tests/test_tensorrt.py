@@ -109,9 +109,10 @@ def test_fp16_on_tensorrt_11_says_what_to_do():
 
 @requires_no_tensorrt_hardware
 def test_component_fails_at_once_under_the_kfp_local_runner(tmp_path, capfd, monkeypatch):
-    from kfp import dsl, local
+    from kfp import dsl
     from kfp.local import config as local_config
 
+    from textclf.pipelines.local import init_local_runner
     from textclf.tensorrt.component import tensorrt_engine_op
 
     bundle = tmp_path / "bundle"
@@ -123,12 +124,10 @@ def test_component_fails_at_once_under_the_kfp_local_runner(tmp_path, capfd, mon
         imported = dsl.importer(artifact_uri=bundle_uri, artifact_class=dsl.Model, reimport=False)
         tensorrt_engine_op(onnx_model=imported.output)
 
-    # The runner starts components with `python3 -m kfp.dsl.executor_main`: use this environment's interpreter.
-    monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
-    # Restore whatever local configuration other tests set once this one is done.
+    # Restore PATH and whatever local configuration other tests set once this one is done.
+    monkeypatch.setenv("PATH", os.environ.get("PATH", ""))
     monkeypatch.setattr(local_config.LocalExecutionConfig, "instance", local_config.LocalExecutionConfig.instance)
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "root"),
-               raise_on_error=True)
+    init_local_runner(tmp_path / "root")
     with pytest.raises(RuntimeError, match=r"tensorrt-engine-op"):
         pipeline(bundle_uri=str(bundle))
     output = "".join(capfd.readouterr())

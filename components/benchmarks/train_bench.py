@@ -15,9 +15,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from textclf.config import SplitConfig, TrainConfig, TrainMethod
+from textclf.config import IngestConfig, SplitConfig, TrainConfig, TrainMethod
 from textclf.ingest import ingest_dataset
-from textclf.config import IngestConfig
 from textclf.provenance import git_commit, package_versions, write_json
 from textclf.train import train_model
 from textclf.validate import validate_and_split
@@ -51,12 +50,11 @@ def run_train_benchmark(dataset_uri: str, output: Path, runs_dir: Path, throughp
 
     started = time.perf_counter()
     throughput = measure_throughput(dataset_uri, throughput_rows, (TrainMethod.FULL, TrainMethod.LORA))
-    defaults = TrainConfig(base_model="(packaged)")
     arguments = {
         "dataset_uri": dataset_uri,
         "method": TrainMethod.FULL.value,
         "epochs": 1.0,
-        "batch_size": defaults.batch_size,
+        "batch_size": TrainConfig.batch_size,
         "max_train_rows": 0,
         "max_test_rows": 0,
         "checkpoint_steps": 200,

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import abc
-import contextlib
 import io
 import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +13,7 @@ from typing import BinaryIO, ClassVar, TypeVar
 import tenacity
 
 from textclf.errors import StorageUnavailableError
+from textclf.provenance import atomic_file
 from textclf.storage.config import RetryConfig
 from textclf.storage.uri import Scheme, StorageUri
 
@@ -140,17 +139,8 @@ class StorageBackend(abc.ABC):
             ``local_path``.
         """
         target = Path(local_path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.part-", dir=target.parent)
-        try:
-            with os.fdopen(fd, "w+b") as sink:
-                self.read_into(uri, sink)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, target)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
+        with atomic_file(target) as sink:
+            self.read_into(uri, sink)
         return target
 
 

@@ -10,7 +10,7 @@ from typing import Any, NamedTuple
 from kfp import dsl
 from kfp.dsl import Metrics, Model
 
-from textclf.config import EvaluateConfig, ExportConfig, IngestConfig, SplitConfig, TrainConfig, TrainMethod
+from textclf.config import ExportConfig, IngestConfig, SplitConfig, TrainConfig, TrainMethod
 from textclf.evaluate.component import evaluate_op
 from textclf.export.component import export_op
 from textclf.images import GPU_COMPONENT_IMAGE
@@ -18,11 +18,8 @@ from textclf.ingest.component import ingest_op
 from textclf.train.component import train_op
 from textclf.validate.component import validate_split_op
 
-_INGEST = IngestConfig()
-_SPLIT = SplitConfig()
-_TRAIN = TrainConfig(base_model="(packaged)")
-_EXPORT = ExportConfig()
-_EVALUATE = EvaluateConfig()
+# The config classes' attributes hold their field defaults: the pipeline's parameter defaults are the same values.
+_INGEST, _SPLIT, _TRAIN, _EXPORT = IngestConfig, SplitConfig, TrainConfig, ExportConfig
 
 TrainingOutputs = NamedTuple("TrainingOutputs", model=Model, onnx_model=Model, metrics=Metrics)
 
