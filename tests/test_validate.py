@@ -48,7 +48,7 @@ def test_duplicates_leakage_and_invalid_rows_are_removed_and_reported(tmp_path, 
     assert report["leakage"]["normalised"] == 1
     assert report["leakage"]["removed_from_train"] == 2
     kept = pd.concat(pd.read_parquet(tmp_path / "splits" / f"{s}.parquet") for s in ("train", "validation"))
-    assert len(kept) == 240 - 0  # 240 clean rows survive; every injected problem row is gone
+    assert len(kept) == 240  # the 240 clean rows survive; every injected problem row is gone
     assert not kept["text"].isin(pd.read_parquet(tmp_path / "splits" / "test.parquet")["text"]).any()
     assert test_row["title"] in pd.read_parquet(tmp_path / "splits" / "test.parquet")["text"].iloc[0]
     markdown = (tmp_path / "splits" / "validation_report.md").read_text()

@@ -96,16 +96,21 @@ def encode_split(frame: pd.DataFrame, tokenizer: Any, labels: list[str], max_len
     )
 
 
+def classifier_head_kwargs(labels: list[str]) -> dict[str, Any]:
+    """``from_pretrained`` arguments that size the classification head and name its classes."""
+    return {
+        "num_labels": len(labels),
+        "id2label": dict(enumerate(labels)),
+        "label2id": {label: i for i, label in enumerate(labels)},
+    }
+
+
 def load_base_model(config: TrainConfig, labels: list[str]) -> tuple[Any, Any]:
     """Load tokenizer and classifier from a local directory or hub id, wrapped for LoRA/QLoRA if asked."""
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    kwargs: dict[str, Any] = {
-        "num_labels": len(labels),
-        "id2label": dict(enumerate(labels)),
-        "label2id": {label: i for i, label in enumerate(labels)},
-    }
+    kwargs: dict[str, Any] = classifier_head_kwargs(labels)
     if config.train_method is TrainMethod.QLORA:
         from transformers import BitsAndBytesConfig
 
@@ -135,21 +140,20 @@ def load_base_model(config: TrainConfig, labels: list[str]) -> tuple[Any, Any]:
     return tokenizer, get_peft_model(model, lora)
 
 
-def merge_adapters(model: Any, config: TrainConfig, labels: list[str], workdir: Path) -> Any:
+def merge_adapters(model: Any, config: TrainConfig, labels: list[str]) -> Any:
     """Fold LoRA adapters into full-precision base weights, so export sees a plain transformer."""
     if config.train_method is TrainMethod.LORA:
         return model.merge_and_unload()
     # QLoRA: the trained base is 4-bit; merge the adapters into a full-precision copy of the base instead.
+    import tempfile
+
     from peft import PeftModel
     from transformers import AutoModelForSequenceClassification
 
-    adapter_dir = workdir / "adapter"
-    model.save_pretrained(adapter_dir)
-    base = AutoModelForSequenceClassification.from_pretrained(
-        config.base_model, num_labels=len(labels), id2label=dict(enumerate(labels)),
-        label2id={label: i for i, label in enumerate(labels)},
-    )
-    return PeftModel.from_pretrained(base, adapter_dir).merge_and_unload()
+    base = AutoModelForSequenceClassification.from_pretrained(config.base_model, **classifier_head_kwargs(labels))
+    with tempfile.TemporaryDirectory(prefix="textclf-adapter-") as adapter_dir:
+        model.save_pretrained(adapter_dir)
+        return PeftModel.from_pretrained(base, adapter_dir).merge_and_unload()
 
 
 #: Written last by the Trainer when it saves a checkpoint; a checkpoint without it was cut off mid-write.
@@ -286,7 +290,7 @@ def train_model(
     model = trainer.model
     with atomic_directory(output_dir) as staging:
         if config.train_method is not TrainMethod.FULL:
-            model = merge_adapters(model, config, labels, staging.parent / f".{output_dir.name}.merge")
+            model = merge_adapters(model, config, labels)
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
         write_json(staging / LABELS_FILE, {"labels": labels})
