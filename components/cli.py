@@ -50,22 +50,34 @@ def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=split.seed)
     parser.add_argument("--runs-dir", type=Path, default=DEFAULT_RUNS_DIR,
                         help="where local runs, checkpoints and the latest-run pointer go (default: runs/)")
+    parser.add_argument("--checkpoint-root", default="",
+                        help="resumable checkpoints: a directory or s3:// / gs:// prefix (default: RUNS_DIR/checkpoints)")
+    parser.add_argument("--registry-uri", default="",
+                        help="also register the model there as a candidate (a path, s3:// or gs:// prefix)")
 
 
 def pipeline_arguments(args: argparse.Namespace) -> dict[str, Any]:
     """Pipeline parameters from parsed flags, validated through the typed configs first."""
     if not args.dataset_uri:
         raise TextclfError("no dataset: pass --dataset-uri (../shared/datasets/ag_news was not found)")
-    from textclf.ingest.ingest import SPLITS, find_split_file, resolve_local_dir
+    from textclf.ingest.ingest import SPLITS, find_split_file, remote_split_files, resolve_local_dir
+    from textclf.storage import is_remote
 
-    dataset_dir = resolve_local_dir(str(args.dataset_uri))  # fail here, not deep inside the pipeline
-    for split in SPLITS:
-        find_split_file(dataset_dir, split)
+    # Fail here, not deep inside the pipeline: the split files must be there (listing only for object stores).
+    if is_remote(str(args.dataset_uri)):
+        remote_split_files(str(args.dataset_uri))
+    else:
+        dataset_dir = resolve_local_dir(str(args.dataset_uri))
+        for split in SPLITS:
+            find_split_file(dataset_dir, split)
     SplitConfig(validation_fraction=args.validation_fraction, max_train_rows=args.max_train_rows,
                 max_test_rows=args.max_test_rows, seed=args.seed)
     TrainConfig(base_model=args.base_model or "(packaged)", method=args.method, epochs=args.epochs,
                 batch_size=args.batch_size, learning_rate=args.learning_rate,
                 checkpoint_steps=args.checkpoint_steps, seed=args.seed)
+    for uri in (args.checkpoint_root, args.registry_uri):
+        if uri:
+            is_remote(uri)  # a malformed URI or unknown scheme fails here
     if args.method == TrainMethod.QLORA.value:
         from textclf.train import check_hardware
 
@@ -84,8 +96,9 @@ def pipeline_arguments(args: argparse.Namespace) -> dict[str, Any]:
         "max_test_rows": args.max_test_rows,
         "validation_fraction": args.validation_fraction,
         "checkpoint_steps": args.checkpoint_steps,
-        "checkpoint_root": str((args.runs_dir / "checkpoints").resolve()),
+        "checkpoint_root": args.checkpoint_root or str((args.runs_dir / "checkpoints").resolve()),
         "seed": args.seed,
+        "registry_uri": args.registry_uri,
     }
 
 
@@ -102,6 +115,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     print("\nArtifacts:")
     for name, path in summary["artifacts"].items():
         print(f"  {name:<22} {path}")
+    if "registered_version" in summary:
+        print(f"\nRegistered {summary['registered_version']} (candidate) in {arguments['registry_uri']}")
     print(f"\nRun folder: {summary['run_dir']}\nSummary:    {summary['summary_file']}")
     return 0
 

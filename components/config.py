@@ -83,7 +83,8 @@ class TrainConfig:
     """Fine-tuning hyper-parameters.
 
     Attributes:
-        base_model: Local Hugging Face model directory or hub id; defaults to the packaged MiniLM-L6.
+        base_model: Hugging Face model directory (local, or an ``s3://`` / ``gs://`` prefix, downloaded first) or
+            hub id; defaults to the packaged MiniLM-L6.
         method: ``full``, ``lora`` or ``qlora``.
         epochs: Passes over the training rows.
         batch_size: Examples per optimiser step.

@@ -129,6 +129,9 @@ def run_training_locally(arguments: dict[str, Any], runs_dir: str | Path) -> dic
         },
         "artifacts": {name: str(path) for name, path in artifacts.items()},
     }
+    register_output = run.run_dir / "register-op" / "executor_output.json"
+    if register_output.is_file():  # the run was given a registry_uri
+        summary["registered_version"] = read_json(register_output)["parameterValues"]["Output"]
     summary_file = run.run_dir / "summary.json"
     summary["summary_file"] = str(summary_file)
     write_json(summary_file, summary)

@@ -10,8 +10,8 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
-from textclf.serving.bundle import BundleError, load_bundle
-from textclf.serving.config import TRITON_PROTOCOLS, Precision, ServingConfig
+from textclf.serving.bundle import BundleError, fetch_bundle, load_bundle
+from textclf.serving.config import DEFAULT_MODEL_CACHE_DIR, TRITON_PROTOCOLS, Precision, ServingConfig
 from textclf.serving.server import serve
 
 _DEFAULTS = {field.name: field.default for field in fields(ServingConfig) if field.name != "model_dir"}
@@ -28,7 +28,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Serve a textclf export bundle with KServe (V1/V2 REST, V2 gRPC).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--model-dir", type=Path, required=True, help="export bundle directory")
+    parser.add_argument("--model-dir", "--model_dir", required=True,
+                        help="export bundle: a directory, or an s3:// / gs:// prefix (downloaded first; credentials "
+                             "and endpoint from AWS_* / S3_* or STORAGE_EMULATOR_HOST)")
+    parser.add_argument("--model-cache-dir", type=Path, default=DEFAULT_MODEL_CACHE_DIR,
+                        help="where a bundle from an object store is downloaded to")
     parser.add_argument("--model-name", "--model_name", default=_DEFAULTS["model_name"],
                         help="name in /v1/models/{name}:predict")
     parser.add_argument("--precision", choices=[p.value for p in Precision],
@@ -81,6 +85,8 @@ def config_from_args(argv: list[str] | None = None) -> ServingConfig:
         parser.error(f"--workers must be 1, got {args.workers}: scale with replicas instead")
     del args.workers
     try:
+        args.model_dir = fetch_bundle(args.model_dir, args.model_cache_dir)
+        del args.model_cache_dir
         config = ServingConfig(**{**vars(args), "precision": Precision(args.precision)})
         bundle = load_bundle(config.model_dir)
         if config.predictor_host is None:

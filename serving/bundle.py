@@ -129,3 +129,36 @@ def load_bundle(root: str | Path) -> ExportBundle:
         git_commit=str(metadata.get("source_model", {}).get("git_commit") or "unknown"),
         file_sha256=dict(metadata.get("files", {})),
     )
+
+
+def fetch_bundle(model_uri: str, cache_dir: str | Path) -> Path:
+    """A local copy of the export bundle at ``model_uri``.
+
+    A path or ``file://`` URI is returned as it is; an ``s3://`` / ``gs://`` prefix is downloaded (through
+    :mod:`textclf.storage`, settings from the environment: ``AWS_*`` / ``S3_*``, ``STORAGE_EMULATOR_HOST``) into
+    ``cache_dir/<sha256 of the URI>``, atomically, once: a restarted server reuses the download.
+
+    Args:
+        model_uri: Bundle location.
+        cache_dir: Where downloads go.
+
+    Returns:
+        The local bundle directory (not yet checked: see :func:`load_bundle`).
+
+    Raises:
+        BundleError: A malformed URI, or nothing at a remote URI, or an unreadable store.
+    """
+    import hashlib
+
+    from textclf.errors import StorageError
+    from textclf.storage import download, is_remote, local_path
+
+    try:
+        if not is_remote(model_uri):
+            return local_path(model_uri)
+        target = Path(cache_dir) / hashlib.sha256(model_uri.encode("utf-8")).hexdigest()[:16]
+        if not (target / METADATA_FILE).is_file():
+            download(model_uri, target)
+        return target
+    except StorageError as exc:
+        raise BundleError(f"cannot fetch the model bundle {model_uri}: {exc}") from exc

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -26,6 +27,8 @@ ONNX_FILES: dict[Precision, str] = {Precision.FP32: "model.onnx", Precision.INT8
 
 #: KServe protocols a Triton predictor speaks (KServe's ``PredictorProtocol`` values).
 TRITON_PROTOCOLS = ("v2", "grpc-v2")
+#: Where ``--model-dir s3://...`` / ``gs://...`` bundles are downloaded to.
+DEFAULT_MODEL_CACHE_DIR = Path(tempfile.gettempdir()) / "textclf-models"
 
 
 def default_intra_op_threads() -> int:

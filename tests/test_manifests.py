@@ -398,11 +398,42 @@ def test_serving_image_has_no_torch_runs_as_non_root_and_starts_the_server():
     assert installs, "no pip install in the serving image"
     assert not re.search(r"\b(torch|transformers)\b", installs), "the serving image must not install torch/transformers"
     assert not re.search(r"(-r|--requirement)\s", installs), "installs the full pin file (which has torch)"
-    for package in ("kserve", "onnxruntime", "tokenizers", "prometheus-client"):  # versions from the pin file
+    for package in ("kserve", "onnxruntime", "tokenizers", "prometheus-client", "minio", "google-cloud-storage"):
         assert f"grep -E '^{package}==' requirements.txt" in installs, package
     copied = {source for op, args in instructions if op == "COPY" for source in shlex.split(args)[:-1]}
-    assert copied == {"requirements.txt", "components/__init__.py", "components/text.py", "serving/"}, copied
+    assert copied == set(SERVING_IMAGE_SOURCES) | {"requirements.txt"}, copied
     users = [args for op, args in instructions if op == "USER"]
     assert users and users[-1] not in ("root", "0"), "the image must end as a non-root user"
     assert "--uid 1000" in " ".join(commands)
     assert [args for op, args in instructions if op == "ENTRYPOINT"][-1] == '["python", "-m", "textclf.serving"]'
+
+
+#: What the serving image copies (repository path -> path below the image's ``textclf`` package).
+SERVING_IMAGE_SOURCES = {
+    "components/__init__.py": "__init__.py", "components/text.py": "text.py", "components/errors.py": "errors.py",
+    "components/provenance.py": "provenance.py", "components/storage/": "storage", "serving/": "serving",
+}
+
+
+def test_serving_image_modules_import_without_torch_or_training_code(tmp_path):
+    """Lay out exactly what the serving image copies and import the server and the storage clients with torch,
+    transformers and the training stages blocked: serving depends on nothing from training."""
+    import shutil
+    import subprocess
+    import sys
+
+    package = tmp_path / "textclf"
+    package.mkdir()
+    for source, target in SERVING_IMAGE_SOURCES.items():
+        if source.endswith("/"):
+            shutil.copytree(REPO_ROOT / source, package / target, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(REPO_ROOT / source, package / target)
+    blocked = ["torch", "transformers", "peft", "kfp", "textclf.train", "textclf.evaluate", "textclf.export"]
+    code = (
+        f"import sys; sys.path.insert(0, sys.argv[1]); sys.modules.update({{name: None for name in {blocked!r}}}); "
+        "import textclf.serving.server, textclf.serving.triton, textclf.storage.s3, textclf.storage.gcs; "
+        "assert textclf.__file__.startswith(sys.argv[1]), textclf.__file__"
+    )
+    result = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]

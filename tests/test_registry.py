@@ -160,6 +160,16 @@ def test_promote_rollback_archive_lifecycle(registry, run_a, run_b, tmp_path):
     assert [event["action"] for event in registry.index()["history"]] == ["promote", "promote", "rollback", "archive"]
 
 
+def test_promote_and_archive_record_their_reason(registry, run_a, run_b):
+    first, second = registry.register(run_a), registry.register(run_b)
+    registry.promote(first, reason="gate: no production model")
+    registry.archive(second, reason="gate: +0.1 points < +0.5 required")
+    history = registry.index()["history"]
+    assert [(event["action"], event["reason"]) for event in history] == [
+        ("promote", "gate: no production model"), ("archive", "gate: +0.1 points < +0.5 required")]
+    assert registry.show(second)["archived_reason"] == "gate: +0.1 points < +0.5 required"
+
+
 def test_rollback_skips_versions_archived_since(registry, run_a, run_b, tmp_path):
     first, second = registry.register(run_a), registry.register(run_b)
     third = registry.register(make_run(tmp_path / "run-c", run_key="run-c"))

@@ -11,8 +11,9 @@ def ingest_op(dataset_uri: str, dataset_format: str, text_columns: str, label_co
     """Read a dataset URI into canonical parquet splits, checking schema, encoding and labels.
 
     Args:
-        dataset_uri: Directory (path or ``file://`` URI) with ``train`` and ``test`` files (``.csv``, ``.csv.gz``
-            or ``.parquet``).
+        dataset_uri: Directory (path, ``file://``, ``s3://`` or ``gs://`` URI) with ``train`` and ``test`` files
+            (``.csv``, ``.csv.gz`` or ``.parquet``). Object-store settings come from the environment (``AWS_*`` /
+            ``S3_*``, ``STORAGE_EMULATOR_HOST``, a mounted Secret).
         dataset_format: ``auto`` (detected from the header), ``ag_news``, ``arxiv_cs`` or ``generic``.
         text_columns: For ``generic``: comma-separated text columns, joined by a space.
         label_column: For ``generic``: the label column.

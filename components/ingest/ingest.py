@@ -11,6 +11,9 @@ import enum
 import gzip
 import io
 import logging
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -18,8 +21,9 @@ from urllib.parse import urlparse
 import pandas as pd
 
 from textclf.config import IngestConfig
-from textclf.errors import DataValidationError
+from textclf.errors import DataValidationError, StoragePathError
 from textclf.provenance import sha256_file, write_json
+from textclf.storage import Store, is_remote
 
 log = logging.getLogger(__name__)
 
@@ -92,21 +96,69 @@ def resolve_local_dir(dataset_uri: str) -> Path:
         path = Path(parsed.path if parsed.scheme == "file" else dataset_uri).expanduser()
     else:
         raise DataValidationError(
-            f"dataset_uri {dataset_uri!r}: unsupported scheme {parsed.scheme!r} (supported: a path or file://)"
+            f"dataset_uri {dataset_uri!r}: unsupported scheme {parsed.scheme!r} (supported: a path, file://, s3://, "
+            "gs://)"
         )
     if not path.is_dir():
         raise DataValidationError(f"dataset directory not found: {path}")
     return path
 
 
+def split_file_name(names: set[str], split: str, where: object) -> str:
+    """The name of the ``split`` file among ``names`` (``.csv.gz``, ``.csv`` or ``.parquet``, in that order).
+
+    Raises:
+        DataValidationError: None of them is there (the message names ``where``).
+    """
+    for suffix in SUFFIXES:
+        if f"{split}{suffix}" in names:
+            return f"{split}{suffix}"
+    tried = ", ".join(f"{split}{s}" for s in SUFFIXES)
+    raise DataValidationError(f"missing {split} file in {where}: expected one of {tried}")
+
+
 def find_split_file(directory: Path, split: str) -> Path:
     """The ``split`` file in ``directory`` (``.csv.gz``, ``.csv`` or ``.parquet``)."""
-    for suffix in SUFFIXES:
-        candidate = directory / f"{split}{suffix}"
-        if candidate.is_file():
-            return candidate
-    tried = ", ".join(f"{split}{s}" for s in SUFFIXES)
-    raise DataValidationError(f"missing {split} file in {directory}: expected one of {tried}")
+    names = {path.name for path in directory.iterdir() if path.is_file()} if directory.is_dir() else set()
+    return directory / split_file_name(names, split, directory)
+
+
+def remote_split_files(dataset_uri: str) -> dict[str, str]:
+    """Split name -> object name of a dataset prefix in an object store (listing only, nothing downloaded).
+
+    Raises:
+        DataValidationError: A split file is missing.
+        StorageError: The bucket is missing or the credentials are refused.
+    """
+    names = set(Store(dataset_uri).list())
+    return {split: split_file_name(names, split, dataset_uri) for split in SPLITS}
+
+
+@contextmanager
+def dataset_directory(dataset_uri: str) -> Iterator[Path]:
+    """A local directory with the dataset's split files: the directory itself for a path or ``file://`` URI; for
+    ``s3://`` / ``gs://`` the split files downloaded into a temporary directory, removed on exit.
+
+    Raises:
+        DataValidationError: Empty or malformed URI, missing directory or split file.
+        StorageError: Object-store errors (missing bucket, refused credentials).
+    """
+    if not dataset_uri:
+        raise DataValidationError("dataset_uri is empty: pass a directory holding train and test files")
+    try:
+        remote = is_remote(dataset_uri)
+    except StoragePathError as exc:
+        raise DataValidationError(f"dataset_uri {dataset_uri!r}: {exc}") from None
+    if not remote:
+        yield resolve_local_dir(dataset_uri)
+        return
+    files = remote_split_files(dataset_uri)
+    store = Store(dataset_uri)
+    with tempfile.TemporaryDirectory(prefix="textclf-dataset-") as scratch:
+        for name in files.values():
+            store.download_file(name, Path(scratch) / name)
+        log.info("downloaded %s from %s", sorted(files.values()), dataset_uri)
+        yield Path(scratch)
 
 
 def _decode_utf8(path: Path, raw: bytes) -> str:
@@ -207,8 +259,13 @@ def ingest_dataset(config: IngestConfig, output_dir: str | Path) -> IngestResult
 
     Raises:
         DataValidationError: Missing directory or file, bad encoding, wrong header, unknown or empty labels.
+        StorageError: An ``s3://`` / ``gs://`` dataset could not be read (missing bucket, refused credentials).
     """
-    directory = resolve_local_dir(config.dataset_uri)
+    with dataset_directory(config.dataset_uri) as directory:
+        return _ingest_directory(config, directory, output_dir)
+
+
+def _ingest_directory(config: IngestConfig, directory: Path, output_dir: str | Path) -> IngestResult:
     try:
         requested = DatasetFormat(config.dataset_format)
     except ValueError:
@@ -255,7 +312,10 @@ def ingest_dataset(config: IngestConfig, output_dir: str | Path) -> IngestResult
             "label_column": spec.label_column,
             "labels": labels,
             "rows": rows,
-            "source_files": {s: {"path": str(p), "sha256": sha256_file(p)} for s, p in paths.items()},
+            "source_files": {
+                s: {"uri": f"{config.dataset_uri.rstrip('/')}/{p.name}", "sha256": sha256_file(p)}
+                for s, p in paths.items()
+            },
         },
     )
     log.info("ingested %s (%s): %s", config.dataset_uri, dataset_format.value, rows)

@@ -52,7 +52,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
-    return print_json(registry_from_args(args).promote(args.version))
+    return print_json(registry_from_args(args).promote(args.version, reason=args.reason))
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
@@ -60,7 +60,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 
 def cmd_archive(args: argparse.Namespace) -> int:
-    return print_json(registry_from_args(args).archive(args.version))
+    return print_json(registry_from_args(args).archive(args.version, reason=args.reason))
 
 
 def cmd_register(args: argparse.Namespace) -> int:
@@ -98,11 +98,13 @@ def add_registry_commands(subparsers: Any) -> argparse.ArgumentParser:
 
     promote = commands.add_parser("promote", help="make a version the production version")
     promote.add_argument("version")
+    promote.add_argument("--reason", default="", help="recorded in the registry history")
     promote.set_defaults(func=cmd_promote)
 
     commands.add_parser("rollback", help="restore the previous production version").set_defaults(func=cmd_rollback)
 
     archive = commands.add_parser("archive", help="retire a candidate version")
+    archive.add_argument("--reason", default="", help="recorded in the registry history")
     archive.add_argument("version")
     archive.set_defaults(func=cmd_archive)
 

@@ -212,8 +212,12 @@ class ModelRegistry:
 
     # -- lifecycle -------------------------------------------------------------------------------------------
 
-    def promote(self, version: str) -> dict[str, Any]:
+    def promote(self, version: str, reason: str = "") -> dict[str, Any]:
         """Make ``version`` the production version; the previous one becomes a ``candidate`` again.
+
+        Args:
+            version: The version to promote.
+            reason: Why (e.g. the promotion gate's decision); recorded in the history.
 
         Returns:
             ``{"production": version, "previous": <old production or None>}``.
@@ -232,7 +236,8 @@ class ModelRegistry:
                 index["versions"][previous]["status"] = CANDIDATE
             entry["status"] = PRODUCTION
             index["production"] = version
-            index["history"].append({"action": "promote", "version": version, "previous": previous, "at": utc_now()})
+            index["history"].append({"action": "promote", "version": version, "previous": previous, "at": utc_now(),
+                                     **({"reason": reason} if reason else {})})
             return {"production": version, "previous": previous}
 
         return self._update_index(apply)
@@ -263,8 +268,12 @@ class ModelRegistry:
 
         return self._update_index(apply)
 
-    def archive(self, version: str) -> dict[str, Any]:
+    def archive(self, version: str, reason: str = "") -> dict[str, Any]:
         """Mark a candidate ``archived`` (it can no longer be promoted or rolled back to).
+
+        Args:
+            version: The version to archive.
+            reason: Why (e.g. the promotion gate's decision); recorded in the history and on the version's entry.
 
         Raises:
             RegistryError: Unknown version, already archived, or in production (promote another or roll back
@@ -277,7 +286,10 @@ class ModelRegistry:
             if entry["status"] == ARCHIVED:
                 raise RegistryError(f"{version} is already archived")
             entry["status"] = ARCHIVED
-            index["history"].append({"action": "archive", "version": version, "at": utc_now()})
+            if reason:
+                entry["archived_reason"] = reason
+            index["history"].append({"action": "archive", "version": version, "at": utc_now(),
+                                     **({"reason": reason} if reason else {})})
             return {"archived": version}
 
         return self._update_index(apply)

@@ -11,10 +11,11 @@ Example::
 
 from textclf.storage.base import StorageBackend, VersionedBytes
 from textclf.storage.config import FileConfig, GcsConfig, RetryConfig, S3Config
-from textclf.storage.store import BACKENDS, Store, backend_for, download, upload
+from textclf.storage.store import BACKENDS, Store, backend_for, download, is_remote, local_path, localize, upload
 from textclf.storage.uri import Scheme, StorageUri, safe_relative_path
 
 __all__ = [
     "BACKENDS", "FileConfig", "GcsConfig", "RetryConfig", "S3Config", "Scheme", "StorageBackend", "StorageUri",
-    "Store", "VersionedBytes", "backend_for", "download", "safe_relative_path", "upload",
+    "Store", "VersionedBytes", "backend_for", "download", "is_remote", "local_path", "localize", "safe_relative_path",
+    "upload",
 ]

@@ -205,3 +205,33 @@ def upload(local_path: str | os.PathLike[str], uri: str | StorageUri, config: An
         store.upload_file(source, "")
         return [""]
     return store.upload_tree(source)
+
+
+def is_remote(uri: str | os.PathLike[str] | StorageUri) -> bool:
+    """Whether ``uri`` names an object store (``s3://``, ``gs://``) rather than local disk."""
+    return StorageUri.parse(uri).scheme is not Scheme.FILE
+
+
+def local_path(uri: str | os.PathLike[str] | StorageUri) -> Path:
+    """The local path of a bare path or ``file://`` URI.
+
+    Raises:
+        StoragePathError: ``uri`` names an object store.
+    """
+    parsed = StorageUri.parse(uri)
+    if parsed.scheme is not Scheme.FILE:
+        raise StoragePathError(f"{parsed} is not on local disk")
+    return Path(parsed.path)
+
+
+def localize(uri: str | os.PathLike[str] | StorageUri, scratch_dir: str | os.PathLike[str], config: Any = None) -> Path:
+    """A local directory (or file) holding what ``uri`` names: the path itself for local URIs, else a download of
+    the object or prefix into ``scratch_dir`` (which must not exist yet; the caller removes it).
+
+    Raises:
+        StoragePathError: A malformed URI.
+        ObjectNotFoundError: Nothing at a remote ``uri``.
+    """
+    if not is_remote(uri):
+        return local_path(uri)
+    return download(uri, scratch_dir, config=config)

@@ -25,7 +25,8 @@ def train_op(
 
     Args:
         splits: Output of the validate/split component.
-        base_model: Local Hugging Face model directory or hub id; empty for the packaged all-MiniLM-L6-v2.
+        base_model: Hugging Face model directory (path, ``s3://`` or ``gs://`` prefix) or hub id; empty for the
+            packaged all-MiniLM-L6-v2.
         method: ``full``, ``lora`` or ``qlora``.
         epochs: Passes over the training rows (fractions allowed).
         batch_size: Examples per optimiser step.
@@ -34,8 +35,9 @@ def train_op(
         checkpoint_steps: Checkpoint and validate every N steps.
         early_stopping_patience: Validations without improvement before stopping; 0 disables.
         seed: Seed for initialisation, shuffling and dropout.
-        checkpoint_root: Directory for resumable checkpoints (a persistent volume on a cluster); a rerun with the
-            same parameters and data resumes from the newest one. Empty: no resume across runs.
+        checkpoint_root: Where resumable checkpoints go: a directory (a persistent volume on a cluster) or an
+            ``s3://`` / ``gs://`` prefix that each complete checkpoint is mirrored to; a rerun with the same
+            parameters and data resumes from the newest one. Empty: no resume across runs.
         model: Output directory: safetensors weights, tokenizer, ``labels.json``, ``textclf_metadata.json``.
 
     Returns:

@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import os
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +22,9 @@ import pandas as pd
 from textclf.config import TrainConfig, TrainMethod
 from textclf.errors import ConfigError, DataValidationError, HardwareUnavailableError
 from textclf.provenance import atomic_directory, git_commit, package_versions, read_json, write_json
+from textclf.storage import Store, is_remote, local_path, localize
 from textclf.text import NORMALISATION_VERSION, normalise_text
+from textclf.train.checkpoints import CheckpointMirror
 
 log = logging.getLogger(__name__)
 
@@ -199,9 +202,10 @@ def train_model(
             ``labels.json``, ``validation_report.json``).
         config: Hyper-parameters and method.
         output_dir: Where the model directory is written (atomically).
-        checkpoint_root: Directory for resumable checkpoints. A run with the same parameters and data resumes
-            from the newest checkpoint under ``checkpoint_root/<run key>``; ``None`` keeps checkpoints in a
-            temporary directory next to ``output_dir`` (no resume across runs).
+        checkpoint_root: Where resumable checkpoints go: a directory, or an ``s3://`` / ``gs://`` prefix that every
+            complete checkpoint is mirrored to. A run with the same parameters and data resumes from the newest
+            checkpoint under ``checkpoint_root/<run key>``; ``None`` keeps checkpoints in a temporary directory
+            next to ``output_dir`` (no resume across runs).
         progress: Show a progress bar with ETA.
 
     Returns:
@@ -212,6 +216,25 @@ def train_model(
         ConfigError: The base model cannot be loaded.
     """
     check_hardware(config.train_method)
+    if not is_remote(config.base_model):
+        return _train(Path(split_dir), config, config.base_model, Path(output_dir), checkpoint_root, progress)
+    with tempfile.TemporaryDirectory(prefix="textclf-base-model-") as scratch:
+        local_base_model = localize(config.base_model, Path(scratch) / "base_model")
+        return _train(Path(split_dir), config, str(local_base_model), Path(output_dir), checkpoint_root, progress)
+
+
+def _train(
+    split_dir: Path,
+    config: TrainConfig,
+    local_base_model: str,
+    output_dir: Path,
+    checkpoint_root: str | Path | None,
+    progress: bool,
+) -> TrainResult:
+    """:func:`train_model` once the base model is on local disk (``local_base_model``; ``config.base_model`` is
+    what the metadata and the run key record)."""
+    import dataclasses
+
     import torch
     from transformers import (
         DataCollatorWithPadding,
@@ -221,7 +244,7 @@ def train_model(
         set_seed,
     )
 
-    split_dir = Path(split_dir)
+    load_config = dataclasses.replace(config, base_model=local_base_model)
     labels: list[str] = read_json(split_dir / LABELS_FILE)["labels"]
     split_report = read_json(split_dir / "validation_report.json")
     fingerprints = split_report["fingerprints"]
@@ -231,17 +254,21 @@ def train_model(
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
     set_seed(config.seed)
-    tokenizer, model = load_base_model(config, labels)
+    tokenizer, model = load_base_model(load_config, labels)
     train_data = encode_split(train_frame, tokenizer, labels, config.max_length)
     validation_data = encode_split(validation_frame, tokenizer, labels, config.max_length)
 
-    output_dir = Path(output_dir)
     key = run_key(config, fingerprints)
-    if checkpoint_root is None:
+    mirror = None
+    scratch_checkpoints = checkpoint_root is None or is_remote(str(checkpoint_root))
+    if scratch_checkpoints:
         checkpoint_dir = output_dir.parent / f".{output_dir.name}.checkpoints"
     else:
-        checkpoint_dir = Path(checkpoint_root) / key
+        checkpoint_dir = local_path(str(checkpoint_root)) / key
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    if checkpoint_root is not None and is_remote(str(checkpoint_root)):
+        mirror = CheckpointMirror(Store(str(checkpoint_root)).child(key), checkpoint_dir, CHECKPOINT_COMPLETE_MARKER)
+        mirror.restore()
     resume_from = last_complete_checkpoint(checkpoint_dir)
     if resume_from:
         log.info("resuming from checkpoint %s", resume_from)
@@ -273,6 +300,8 @@ def train_model(
         dataloader_num_workers=0,
     )
     callbacks = [EarlyStoppingCallback(config.early_stopping_patience)] if config.early_stopping_patience else []
+    if mirror is not None:
+        callbacks.append(mirror.callback())
     trainer = Trainer(
         model=model,
         args=args,
@@ -290,7 +319,7 @@ def train_model(
     model = trainer.model
     with atomic_directory(output_dir) as staging:
         if config.train_method is not TrainMethod.FULL:
-            model = merge_adapters(model, config, labels)
+            model = merge_adapters(model, load_config, labels)
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
         write_json(staging / LABELS_FILE, {"labels": labels})
@@ -334,7 +363,7 @@ def train_model(
             },
         )
     log.info("model written to %s (%s)", output_dir, json.dumps(summary, default=str))
-    if checkpoint_root is None:
+    if scratch_checkpoints:
         import shutil
 
         shutil.rmtree(checkpoint_dir, ignore_errors=True)

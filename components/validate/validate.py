@@ -151,7 +151,7 @@ def validate_and_split(ingest_dir: str | Path, config: SplitConfig, output_dir: 
     ingest_dir = Path(ingest_dir)
     ingest_report = read_json(ingest_dir / "ingest_report.json")
     labels: list[str] = read_json(ingest_dir / "labels.json")["labels"]
-    sources = {s: ingest_report["source_files"][s]["path"] for s in ("train", "test")}
+    sources = {s: ingest_report["source_files"][s]["uri"] for s in ("train", "test")}
     train = pd.read_parquet(ingest_dir / "train.parquet")
     test = pd.read_parquet(ingest_dir / "test.parquet")
     rows_in = {"train": len(train), "test": len(test)}

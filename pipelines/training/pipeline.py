@@ -1,4 +1,4 @@
-"""The ``training`` pipeline: ingest -> validate/split -> train -> evaluate -> export.
+"""The ``training`` pipeline: ingest -> validate/split -> train -> evaluate -> export [-> register].
 
 Parameter defaults come from the typed configs in :mod:`textclf.config`. ``build_training_pipeline(gpu=True)``
 gives the variant whose train step runs on a GPU node in the GPU image (needed for ``method=qlora``).
@@ -15,6 +15,7 @@ from textclf.evaluate.component import evaluate_op
 from textclf.export.component import export_op
 from textclf.images import GPU_COMPONENT_IMAGE
 from textclf.ingest.component import ingest_op
+from textclf.registry.component import register_op
 from textclf.train.component import train_op
 from textclf.validate.component import validate_split_op
 
@@ -57,9 +58,13 @@ def build_training_pipeline(gpu: bool = False) -> Any:
         checkpoint_root: str = "",
         seed: int = _SPLIT.seed,
         opset: int = _EXPORT.opset,
+        registry_uri: str = "",
+        registry_notes: str = "",
     ) -> TrainingOutputs:
-        """Args: see the components; ``dataset_uri`` is required, ``base_model`` empty means the packaged
-        all-MiniLM-L6-v2, ``checkpoint_root`` a persistent path that lets a rerun resume training."""
+        """Args: see the components; ``dataset_uri`` (a path, ``s3://`` or ``gs://`` prefix) is required,
+        ``base_model`` empty means the packaged all-MiniLM-L6-v2, ``checkpoint_root`` a persistent path or object-store
+        prefix that lets a rerun resume training, ``registry_uri`` non-empty registers the exported model there as a
+        new ``candidate`` version."""
         ingest = ingest_op(
             dataset_uri=dataset_uri, dataset_format=dataset_format, text_columns=text_columns,
             label_column=label_column,
@@ -83,6 +88,11 @@ def build_training_pipeline(gpu: bool = False) -> Any:
         evaluate.set_display_name("evaluate").set_memory_limit("8G")
         export = export_op(model=train.outputs["model"], evaluation=evaluate.outputs["evaluation"], opset=opset)
         export.set_display_name("export").set_memory_limit("8G")
+        with dsl.If(registry_uri != "", name="register-requested"):
+            register_op(
+                model=train.outputs["model"], onnx_model=export.outputs["onnx_model"],
+                evaluation=evaluate.outputs["evaluation"], registry_uri=registry_uri, notes=registry_notes,
+            ).set_display_name("register").set_caching_options(False)
         return TrainingOutputs(
             model=train.outputs["model"], onnx_model=export.outputs["onnx_model"], metrics=evaluate.outputs["metrics"]
         )
