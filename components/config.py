@@ -40,12 +40,15 @@ class IngestConfig:
         dataset_format: ``auto`` (detected from the header), ``ag_news``, ``arxiv_cs`` or ``generic``.
         text_columns: For ``generic``: columns joined by a space to form the text.
         label_column: For ``generic``: the label column.
+        new_rows_uri: Optional directory (path, ``s3://`` or ``gs://``) with a ``train`` file of newly labelled
+            rows in the same format; the validate stage adds them to the training rows (retraining).
     """
 
     dataset_uri: str = ""
     dataset_format: str = "auto"
     text_columns: tuple[str, ...] = ("text",)
     label_column: str = "label"
+    new_rows_uri: str = ""
 
 
 @dataclass(frozen=True)

@@ -25,17 +25,20 @@ class CompiledPipeline:
         return PIPELINES_DIR / self.relative_path
 
     def function(self) -> Any:
+        from textclf.pipelines.retraining import pipeline as retraining
         from textclf.pipelines.training import pipeline as training
 
         return {
             "training": training.training_pipeline,
             "training-gpu": training.training_pipeline_gpu,
+            "retraining": retraining.retraining_pipeline,
         }[self.name]
 
 
 PIPELINES = (
     CompiledPipeline("training", "training/training_pipeline.yaml"),
     CompiledPipeline("training-gpu", "training/training_pipeline_gpu.yaml"),
+    CompiledPipeline("retraining", "retraining/retraining_pipeline.yaml"),
 )
 
 

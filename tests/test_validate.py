@@ -115,3 +115,32 @@ def test_report_records_source_file_hashes(small_splits):
     report = read_json(small_splits / "validation_report.json")
     assert report["fingerprints"]["test_file_sha256"] != report["fingerprints"]["train_file_sha256"]
     assert report["rows_out"] == {"train": 320, "validation": 80, "test": 200}
+
+
+def test_newly_labelled_rows_join_training_with_the_same_checks(tmp_path, base_frames, ag_news_frames):
+    train, test = base_frames
+    fresh = stratified_head(ag_news_frames["train"].drop(train.index), 10, seed=3)  # 40 rows not in train
+    new_rows = pd.concat([fresh, test.iloc[[0, 1]], train.iloc[[7]]], ignore_index=True)  # + 2 leaked, 1 duplicate
+    write_csv_gz(train, tmp_path / "data" / "train.csv.gz")
+    write_csv_gz(test, tmp_path / "data" / "test.csv.gz")
+    write_csv_gz(new_rows, tmp_path / "new" / "train.csv.gz")
+    config = IngestConfig(dataset_uri=str(tmp_path / "data"), new_rows_uri=str(tmp_path / "new"))
+    ingest_dataset(config, tmp_path / "ingest")
+    report = validate_and_split(tmp_path / "ingest", SplitConfig(validation_fraction=0.2), tmp_path / "splits").report
+    assert report["rows_in"] == {"train": 240, "test": 100, "new_rows": 43}
+    assert report["leakage"]["removed_from_train"] == 2
+    assert report["duplicates"]["train"]["exact_duplicates_removed"] == 1
+    assert sum(report["new_rows_used"].values()) == 40
+    assert report["rows_out"]["train"] + report["rows_out"]["validation"] == 280
+    assert "new_rows_file_sha256" in report["fingerprints"]
+    assert "newly labelled 43" in (tmp_path / "splits" / "validation_report.md").read_text()
+
+
+def test_newly_labelled_rows_with_an_unknown_label_name_the_file_and_row(tmp_path, base_frames):
+    train, test = base_frames
+    write_csv_gz(train, tmp_path / "data" / "train.csv.gz")
+    write_csv_gz(test, tmp_path / "data" / "test.csv.gz")
+    write_csv_gz(train.head(3).assign(label=["1", "9", "2"]), tmp_path / "new" / "train.csv.gz")
+    config = IngestConfig(dataset_uri=str(tmp_path / "data"), new_rows_uri=str(tmp_path / "new"))
+    with pytest.raises(DataValidationError, match=r"new/train\.csv\.gz: unknown label '9' at data row 2"):
+        ingest_dataset(config, tmp_path / "ingest")

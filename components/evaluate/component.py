@@ -57,3 +57,40 @@ def evaluate_op(
     evaluation.metadata.update({"test_set_sha256": found["test_set_sha256"], "overfitting": found["overfitting"]})
     outputs = namedtuple("EvaluateOutputs", ["accuracy", "macro_f1", "overfitting"])
     return outputs(float(test["accuracy"]), float(test["macro_f1"]), bool(found["overfitting"]))
+
+
+@dsl.component(base_image=COMPONENT_IMAGE, install_kfp_package=False)
+def evaluate_production_op(registry_uri: str, splits: Input[Dataset], evaluation: Output[Artifact]) -> bool:
+    """Score the registry's production model on this run's held-out test set, so the promotion gate compares the
+    candidate and production row by row on the same texts.
+
+    Args:
+        registry_uri: Registry root (path, ``s3://`` or ``gs://``).
+        splits: Output of the validate/split component (the same one the candidate was evaluated on).
+        evaluation: Output directory in the evaluate component's layout (``metrics.json``,
+            ``predictions.parquet``, ...); empty when there is no production model.
+
+    Returns:
+        Whether the registry has a production model (False for the first model: the gate then promotes).
+        The production model's files are verified against their registered sha256 before it is scored.
+    """
+    import tempfile
+    from pathlib import Path
+
+    from textclf.config import EvaluateConfig
+    from textclf.evaluate import evaluate_model
+    from textclf.registry import ModelRegistry
+
+    registry = ModelRegistry(registry_uri)
+    version = registry.production_version()
+    if version is None:
+        Path(evaluation.path).mkdir(parents=True, exist_ok=True)
+        evaluation.metadata["production_version"] = ""
+        print(f"registry {registry_uri} has no production model")
+        return False
+    with tempfile.TemporaryDirectory(prefix="textclf-production-") as scratch:
+        fetched = registry.fetch(version, Path(scratch) / version, parts=("model",))
+        result = evaluate_model(fetched / "model", splits.path, EvaluateConfig(), evaluation.path)
+    evaluation.metadata.update({"production_version": version, "accuracy": result.metrics["test"]["accuracy"]})
+    print(f"production {version}: test accuracy {result.metrics['test']['accuracy']:.4f}")
+    return True

@@ -7,6 +7,7 @@ source file, header excluded), ``text`` (raw text columns joined by a space) and
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import gzip
 import io
@@ -28,6 +29,9 @@ from textclf.storage import Store, is_remote
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "test")
+#: Output name of the newly labelled training rows (``IngestConfig.new_rows_uri``), kept apart from ``train`` so the
+#: validate stage reports them separately before merging.
+NEW_ROWS = "new_rows"
 SUFFIXES = (".csv.gz", ".csv", ".parquet")
 
 
@@ -123,7 +127,7 @@ def find_split_file(directory: Path, split: str) -> Path:
     return directory / split_file_name(names, split, directory)
 
 
-def remote_split_files(dataset_uri: str) -> dict[str, str]:
+def remote_split_files(dataset_uri: str, splits: tuple[str, ...] = SPLITS) -> dict[str, str]:
     """Split name -> object name of a dataset prefix in an object store (listing only, nothing downloaded).
 
     Raises:
@@ -131,13 +135,13 @@ def remote_split_files(dataset_uri: str) -> dict[str, str]:
         StorageError: The bucket is missing or the credentials are refused.
     """
     names = set(Store(dataset_uri).list())
-    return {split: split_file_name(names, split, dataset_uri) for split in SPLITS}
+    return {split: split_file_name(names, split, dataset_uri) for split in splits}
 
 
 @contextmanager
-def dataset_directory(dataset_uri: str) -> Iterator[Path]:
+def dataset_directory(dataset_uri: str, splits: tuple[str, ...] = SPLITS) -> Iterator[Path]:
     """A local directory with the dataset's split files: the directory itself for a path or ``file://`` URI; for
-    ``s3://`` / ``gs://`` the split files downloaded into a temporary directory, removed on exit.
+    ``s3://`` / ``gs://`` the ``splits`` files downloaded into a temporary directory, removed on exit.
 
     Raises:
         DataValidationError: Empty or malformed URI, missing directory or split file.
@@ -152,7 +156,7 @@ def dataset_directory(dataset_uri: str) -> Iterator[Path]:
     if not remote:
         yield resolve_local_dir(dataset_uri)
         return
-    files = remote_split_files(dataset_uri)
+    files = remote_split_files(dataset_uri, splits)
     store = Store(dataset_uri)
     with tempfile.TemporaryDirectory(prefix="textclf-dataset-") as scratch:
         for name in files.values():
@@ -261,11 +265,16 @@ def ingest_dataset(config: IngestConfig, output_dir: str | Path) -> IngestResult
         DataValidationError: Missing directory or file, bad encoding, wrong header, unknown or empty labels.
         StorageError: An ``s3://`` / ``gs://`` dataset could not be read (missing bucket, refused credentials).
     """
-    with dataset_directory(config.dataset_uri) as directory:
-        return _ingest_directory(config, directory, output_dir)
+    with contextlib.ExitStack() as stack:  # remote downloads are removed on exit
+        directory = stack.enter_context(dataset_directory(config.dataset_uri))
+        new_rows_dir = None
+        if config.new_rows_uri:
+            new_rows_dir = stack.enter_context(dataset_directory(config.new_rows_uri, splits=("train",)))
+        return _ingest_directory(config, directory, new_rows_dir, output_dir)
 
 
-def _ingest_directory(config: IngestConfig, directory: Path, output_dir: str | Path) -> IngestResult:
+def _ingest_directory(config: IngestConfig, directory: Path, new_rows_dir: Path | None,
+                      output_dir: str | Path) -> IngestResult:
     try:
         requested = DatasetFormat(config.dataset_format)
     except ValueError:
@@ -273,6 +282,8 @@ def _ingest_directory(config: IngestConfig, directory: Path, output_dir: str | P
         raise DataValidationError(f"dataset_format must be one of {valid}; got {config.dataset_format!r}") from None
 
     paths = {split: find_split_file(directory, split) for split in SPLITS}
+    if new_rows_dir is not None:
+        paths[NEW_ROWS] = find_split_file(new_rows_dir, "train")
     raw = {split: read_table(path) for split, path in paths.items()}
     dataset_format = detect_format(list(raw["train"].columns), requested)
     spec = format_spec(dataset_format, config)
@@ -307,13 +318,15 @@ def _ingest_directory(config: IngestConfig, directory: Path, output_dir: str | P
         out / "ingest_report.json",
         {
             "dataset_uri": config.dataset_uri,
+            "new_rows_uri": config.new_rows_uri,
             "dataset_format": dataset_format.value,
             "text_columns": list(spec.text_columns),
             "label_column": spec.label_column,
             "labels": labels,
             "rows": rows,
             "source_files": {
-                s: {"uri": f"{config.dataset_uri.rstrip('/')}/{p.name}", "sha256": sha256_file(p)}
+                s: {"uri": f"{(config.new_rows_uri if s == NEW_ROWS else config.dataset_uri).rstrip('/')}/{p.name}",
+                    "sha256": sha256_file(p)}
                 for s, p in paths.items()
             },
         },

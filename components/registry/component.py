@@ -1,7 +1,8 @@
-"""KFP component: register (thin wrapper around :meth:`textclf.registry.ModelRegistry.register`)."""
+"""KFP components over :class:`textclf.registry.ModelRegistry`: register a model, and carry out the promotion
+gate's decision (promote and render the InferenceService, or archive with the reason)."""
 
 from kfp import dsl
-from kfp.dsl import Artifact, Input, Model
+from kfp.dsl import Artifact, Input, Model, Output
 
 from textclf.images import COMPONENT_IMAGE
 
@@ -35,3 +36,78 @@ def register_op(
 
     dirs = ArtifactDirs(model=model.path, onnx_model=onnx_model.path, evaluation=evaluation.path)
     return ModelRegistry(registry_uri).register(dirs, version=version, notes=notes)
+
+
+@dsl.component(base_image=COMPONENT_IMAGE, install_kfp_package=False)
+def promote_op(
+    registry_uri: str,
+    version: str,
+    decision: Input[Artifact],
+    manifest: Output[Artifact],
+    inference_service_name: str = "textclf",
+    canary_traffic_percent: int = -1,
+) -> str:
+    """Make ``version`` the production model and render the KServe InferenceService that serves it.
+
+    Args:
+        registry_uri: Registry root (path, ``s3://`` or ``gs://``).
+        version: The registered candidate.
+        decision: The gate component's output (``decision.json``); its reason is recorded in the registry history.
+        manifest: Output: the InferenceService YAML with ``storageUri`` = the version's ``onnx_model`` folder
+            (``kubectl apply -f`` it next to ``manifests/base``). For a local registry, which KServe cannot read,
+            the file says so instead and the artifact metadata has ``rendered: false``.
+        inference_service_name: ``metadata.name`` of the InferenceService.
+        canary_traffic_percent: Share (0-100) of the traffic for the new revision; -1 sends it all traffic.
+
+    Returns:
+        The previous production version ("" if none).
+    """
+    import json
+    from pathlib import Path
+
+    from textclf.deploy.kserve import render_inference_service, write_manifest
+    from textclf.registry import ModelRegistry
+    from textclf.storage import is_remote
+
+    reason = json.loads((Path(decision.path) / "decision.json").read_text(encoding="utf-8"))["reason"]
+    registry = ModelRegistry(registry_uri)
+    result = registry.promote(version, reason=f"promotion gate: {reason}")
+    storage_uri = registry.artifact_uri(version, "onnx_model").rstrip("/") + "/"
+    if is_remote(storage_uri):
+        rendered = render_inference_service(
+            storage_uri, name=inference_service_name, model_version=version,
+            canary_traffic_percent=None if int(canary_traffic_percent) == -1 else int(canary_traffic_percent),
+        )
+        write_manifest(rendered, manifest.path)
+    else:
+        Path(manifest.path).write_text(
+            f"# {version} is in production in the local registry {registry_uri}; KServe cannot download from local "
+            "disk, so no InferenceService was rendered. Serve it locally with:\n"
+            f"#   textclf serve --model-dir {storage_uri}\n", encoding="utf-8",
+        )
+    manifest.metadata.update({"version": version, "storageUri": storage_uri, "rendered": is_remote(storage_uri)})
+    print(f"promoted {version} (previous: {result['previous']}): {reason}")
+    return result["previous"] or ""
+
+
+@dsl.component(base_image=COMPONENT_IMAGE, install_kfp_package=False)
+def archive_op(registry_uri: str, version: str, decision: Input[Artifact]) -> str:
+    """Archive a candidate the promotion gate rejected, recording the gate's reason.
+
+    Args:
+        registry_uri: Registry root (path, ``s3://`` or ``gs://``).
+        version: The registered candidate.
+        decision: The gate component's output (``decision.json``).
+
+    Returns:
+        The recorded reason.
+    """
+    import json
+    from pathlib import Path
+
+    from textclf.registry import ModelRegistry
+
+    reason = json.loads((Path(decision.path) / "decision.json").read_text(encoding="utf-8"))["reason"]
+    ModelRegistry(registry_uri).archive(version, reason=f"promotion gate: {reason}")
+    print(f"archived {version}: {reason}")
+    return reason

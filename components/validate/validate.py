@@ -19,6 +19,7 @@ from sklearn.model_selection import train_test_split
 
 from textclf.config import SplitConfig
 from textclf.errors import DataValidationError
+from textclf.ingest.ingest import NEW_ROWS
 from textclf.provenance import read_json, sha256_rows, write_json
 from textclf.text import dedup_key, normalise_text
 
@@ -158,6 +159,14 @@ def validate_and_split(ingest_dir: str | Path, config: SplitConfig, output_dir: 
 
     train, invalid_train = drop_invalid(train, sources["train"], config.max_invalid_fraction)
     test, invalid_test = drop_invalid(test, sources["test"], config.max_invalid_fraction)
+    invalid = {"train": invalid_train, "test": invalid_test}
+    new_rows_file = ingest_dir / f"{NEW_ROWS}.parquet"
+    if new_rows_file.is_file():  # newly labelled rows join the training rows before de-duplication and leakage checks
+        new_rows = pd.read_parquet(new_rows_file)
+        rows_in[NEW_ROWS] = len(new_rows)
+        new_source = ingest_report["source_files"][NEW_ROWS]["uri"]
+        new_rows, invalid[NEW_ROWS] = drop_invalid(new_rows, new_source, config.max_invalid_fraction)
+        train = pd.concat([train.assign(source="current"), new_rows.assign(source="new")], ignore_index=True)
     train, duplicates = drop_duplicates(train)
     test_duplicates = int(test.duplicated(subset=["text"]).sum())
     train, leakage = remove_leakage(train, test)
@@ -182,14 +191,20 @@ def validate_and_split(ingest_dir: str | Path, config: SplitConfig, output_dir: 
         "labels": labels,
         "config": {k: getattr(config, k) for k in config.__dataclass_fields__},
         "rows_in": rows_in,
-        "invalid_rows": {"train": invalid_train, "test": invalid_test},
+        "invalid_rows": invalid,
         "duplicates": {"train": duplicates, "test_exact_duplicates_kept": test_duplicates},
         "leakage": leakage,
         "rows_out": {name: len(frame) for name, frame in splits.items()},
         "class_counts": {name: class_counts(frame, labels) for name, frame in splits.items()},
+        "new_rows_used": (
+            {name: int((frame["source"] == "new").sum()) for name, frame in splits.items() if name != "test"}
+            if "source" in train else None
+        ),
         "fingerprints": {
             "test_file_sha256": ingest_report["source_files"]["test"]["sha256"],
             "train_file_sha256": ingest_report["source_files"]["train"]["sha256"],
+            **({"new_rows_file_sha256": ingest_report["source_files"][NEW_ROWS]["sha256"]}
+               if NEW_ROWS in ingest_report["source_files"] else {}),
             "test_set_sha256": sha256_rows(test["label"].tolist(), test["text"].tolist()),
             "train_set_sha256": sha256_rows(train["label"].tolist(), train["text"].tolist()),
             "validation_set_sha256": sha256_rows(validation["label"].tolist(), validation["text"].tolist()),
@@ -212,7 +227,9 @@ def render_markdown(report: dict[str, Any]) -> str:
         "| --- | --- |",
         *[f"| {name} | {count:,} |" for name, count in report["rows_out"].items()],
         "",
-        f"- Rows read: train {report['rows_in']['train']:,}, test {report['rows_in']['test']:,}.",
+        f"- Rows read: train {report['rows_in']['train']:,}, test {report['rows_in']['test']:,}"
+        + (f", newly labelled {report['rows_in'][NEW_ROWS]:,} (used: train {report['new_rows_used']['train']:,}, "
+           f"validation {report['new_rows_used']['validation']:,})." if report["new_rows_used"] else "."),
         f"- Unusable rows dropped: train {report['invalid_rows']['train']['dropped']}, "
         f"test {report['invalid_rows']['test']['dropped']}.",
         f"- Exact duplicates removed from train: {report['duplicates']['train']['exact_duplicates_removed']}; "

@@ -5,6 +5,7 @@ gives the variant whose train step runs on a GPU node in the GPU image (needed f
 """
 
 
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from kfp import dsl
@@ -25,13 +26,61 @@ _INGEST, _SPLIT, _TRAIN, _EXPORT = IngestConfig, SplitConfig, TrainConfig, Expor
 TrainingOutputs = NamedTuple("TrainingOutputs", model=Model, onnx_model=Model, metrics=Metrics)
 
 
+@dataclass(frozen=True)
+class ModelSteps:
+    """The tasks :func:`add_model_steps` adds to a pipeline."""
+
+    ingest: Any
+    split: Any
+    train: Any
+    evaluate: Any
+    export: Any
+
+
+def add_model_steps(train_component: Any, gpu: bool, *, dataset_uri: Any, new_rows_uri: Any = "",
+                    dataset_format: Any, text_columns: Any, label_column: Any, validation_fraction: Any,
+                    max_train_rows: Any, max_test_rows: Any, max_invalid_fraction: Any, base_model: Any, method: Any,
+                    epochs: Any, batch_size: Any, learning_rate: Any, max_length: Any, checkpoint_steps: Any,
+                    early_stopping_patience: Any, checkpoint_root: Any, seed: Any, opset: Any) -> ModelSteps:
+    """Add ingest -> validate/split -> train -> evaluate -> export to the pipeline being defined (called inside a
+    ``@dsl.pipeline`` function; the arguments are its parameters). Shared by the training and retraining
+    pipelines, so both build a model the same way."""
+    ingest = ingest_op(
+        dataset_uri=dataset_uri, dataset_format=dataset_format, text_columns=text_columns,
+        label_column=label_column, new_rows_uri=new_rows_uri,
+    ).set_display_name("ingest")
+    ingest.set_caching_options(False)  # the data behind a URI can change; always re-read it
+    split = validate_split_op(
+        dataset=ingest.outputs["dataset"], validation_fraction=validation_fraction,
+        max_train_rows=max_train_rows, max_test_rows=max_test_rows, max_invalid_fraction=max_invalid_fraction,
+        seed=seed,
+    ).set_display_name("validate-split")
+    train = train_component(
+        splits=split.outputs["splits"], base_model=base_model, method=method, epochs=epochs,
+        batch_size=batch_size, learning_rate=learning_rate, max_length=max_length,
+        checkpoint_steps=checkpoint_steps, early_stopping_patience=early_stopping_patience, seed=seed,
+        checkpoint_root=checkpoint_root,
+    ).set_display_name("train")
+    train.set_cpu_request("2").set_memory_request("8G").set_memory_limit("16G")
+    if gpu:
+        train.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(1)
+    evaluate = evaluate_op(model=train.outputs["model"], splits=split.outputs["splits"])
+    evaluate.set_display_name("evaluate").set_memory_limit("8G")
+    export = export_op(model=train.outputs["model"], evaluation=evaluate.outputs["evaluation"], opset=opset)
+    export.set_display_name("export").set_memory_limit("8G")
+    return ModelSteps(ingest, split, train, evaluate, export)
+
+
+def train_component_for(gpu: bool) -> Any:
+    """The train component: as is, or in the GPU image (needed for ``method=qlora``)."""
+    if gpu:
+        return dsl.component(base_image=GPU_COMPONENT_IMAGE, install_kfp_package=False)(train_op.python_func)
+    return train_op
+
+
 def build_training_pipeline(gpu: bool = False) -> Any:
     """Return the training pipeline function (CPU, or with the train step on one NVIDIA GPU)."""
-    train_component = (
-        dsl.component(base_image=GPU_COMPONENT_IMAGE, install_kfp_package=False)(train_op.python_func)
-        if gpu
-        else train_op
-    )
+    train_component = train_component_for(gpu)
 
     @dsl.pipeline(
         name="textclf-training-gpu" if gpu else "textclf-training",
@@ -65,29 +114,15 @@ def build_training_pipeline(gpu: bool = False) -> Any:
         ``base_model`` empty means the packaged all-MiniLM-L6-v2, ``checkpoint_root`` a persistent path or object-store
         prefix that lets a rerun resume training, ``registry_uri`` non-empty registers the exported model there as a
         new ``candidate`` version."""
-        ingest = ingest_op(
-            dataset_uri=dataset_uri, dataset_format=dataset_format, text_columns=text_columns,
-            label_column=label_column,
-        ).set_display_name("ingest")
-        ingest.set_caching_options(False)  # the data behind a URI can change; always re-read it
-        split = validate_split_op(
-            dataset=ingest.outputs["dataset"], validation_fraction=validation_fraction,
-            max_train_rows=max_train_rows, max_test_rows=max_test_rows, max_invalid_fraction=max_invalid_fraction,
-            seed=seed,
-        ).set_display_name("validate-split")
-        train = train_component(
-            splits=split.outputs["splits"], base_model=base_model, method=method, epochs=epochs,
-            batch_size=batch_size, learning_rate=learning_rate, max_length=max_length,
-            checkpoint_steps=checkpoint_steps, early_stopping_patience=early_stopping_patience, seed=seed,
-            checkpoint_root=checkpoint_root,
-        ).set_display_name("train")
-        train.set_cpu_request("2").set_memory_request("8G").set_memory_limit("16G")
-        if gpu:
-            train.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(1)
-        evaluate = evaluate_op(model=train.outputs["model"], splits=split.outputs["splits"])
-        evaluate.set_display_name("evaluate").set_memory_limit("8G")
-        export = export_op(model=train.outputs["model"], evaluation=evaluate.outputs["evaluation"], opset=opset)
-        export.set_display_name("export").set_memory_limit("8G")
+        steps = add_model_steps(
+            train_component, gpu, dataset_uri=dataset_uri, dataset_format=dataset_format, text_columns=text_columns,
+            label_column=label_column, validation_fraction=validation_fraction, max_train_rows=max_train_rows,
+            max_test_rows=max_test_rows, max_invalid_fraction=max_invalid_fraction, base_model=base_model,
+            method=method, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, max_length=max_length,
+            checkpoint_steps=checkpoint_steps, early_stopping_patience=early_stopping_patience,
+            checkpoint_root=checkpoint_root, seed=seed, opset=opset,
+        )
+        train, evaluate, export = steps.train, steps.evaluate, steps.export
         with dsl.If(registry_uri != "", name="register-requested"):
             register_op(
                 model=train.outputs["model"], onnx_model=export.outputs["onnx_model"],

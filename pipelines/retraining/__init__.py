@@ -1,0 +1,1 @@
+"""The retraining pipeline (triggered by drift, new labelled data or a schedule)."""
