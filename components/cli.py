@@ -218,11 +218,13 @@ def build_parser() -> argparse.ArgumentParser:
     bench_serve.add_argument("--seconds", type=float, default=20.0, help="load duration per concurrency level")
     bench_serve.set_defaults(func=cmd_bench_serve)
 
+    from textclf.deploy.cli import add_deploy_commands
     from textclf.gate.cli import add_gate_commands
     from textclf.registry.cli import add_registry_commands
 
     add_registry_commands(commands)
     add_gate_commands(commands)
+    add_deploy_commands(commands)
     return parser
 
 
