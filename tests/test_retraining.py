@@ -12,6 +12,7 @@ import pytest
 from conftest import stratified_head, write_csv_gz
 
 from textclf.registry import ARCHIVED, PRODUCTION, ModelRegistry
+from textclf.trigger import RetrainRequest, TriggerBackend, check_data_growth, make_trigger
 
 pytestmark = pytest.mark.slow
 
@@ -36,12 +37,14 @@ def retraining_runs(ag_news_frames, tmp_path_factory):
         "seed": 4,
     }
     first = run_retraining({**common, "trigger_reason": "initial model"}, root / "pipeline_root")
-    # min_improvement 0.5 (50 points) cannot be met: the second candidate must take the archive branch.
-    second = run_retraining(
-        {**common, "new_rows_uri": str(root / "new"), "trigger_reason": "drift check 7", "min_improvement": 0.5},
-        root / "pipeline_root",
-    )
-    return {"first": first, "second": second, "registry": ModelRegistry(root / "registry")}
+    growth = check_data_growth(str(root / "new"), str(root / "registry"))
+    # The second run goes through the local trigger backend. min_improvement 0.5 (50 points) cannot be met: the
+    # candidate must take the archive branch.
+    trigger = make_trigger("local", pipeline_root=root / "pipeline_root")
+    fired = trigger.fire(RetrainRequest(growth.reason, {**common, "new_rows_uri": str(root / "new"),
+                                                        "min_improvement": 0.5}))
+    return {"first": first, "second": Path(fired.run_id), "fired": fired, "growth": growth,
+            "registry": ModelRegistry(root / "registry")}
 
 
 def decision(run_dir: Path) -> dict:
@@ -68,7 +71,7 @@ def test_second_candidate_is_archived_with_the_gate_reason(retraining_runs):
     assert rows[first_version]["status"] == PRODUCTION
     assert rows[second_version]["status"] == ARCHIVED
     assert rows[second_version]["archived_reason"] == f"promotion gate: {verdict['reason']}"
-    assert registry.metadata(second_version)["notes"] == "drift check 7"
+    assert registry.metadata(second_version)["notes"] == retraining_runs["growth"].reason
     history = registry.index()["history"]
     assert [event["action"] for event in history] == ["promote", "archive"]
 
@@ -86,3 +89,17 @@ def test_production_was_scored_on_the_candidates_test_set(retraining_runs):
     production = pd.read_parquet(second / "evaluate-production-op" / "evaluation" / "predictions.parquet")
     assert candidate["label"].tolist() == production["label"].tolist()
 
+
+
+def test_data_growth_check_against_the_production_model(retraining_runs):
+    growth = retraining_runs["growth"]
+    assert growth.new_rows == 40 and growth.current_rows == 240  # 240 train + validation rows behind production
+    assert growth.ratio == pytest.approx(40 / 240) and growth.due
+    assert "16.7% of the 240 rows" in growth.reason
+
+
+def test_local_trigger_reports_the_run_and_the_gate_decision(retraining_runs):
+    fired = retraining_runs["fired"]
+    assert fired.backend is TriggerBackend.LOCAL
+    assert fired.details["decision"]["decision"] == "archive"
+    assert Path(fired.run_id).is_dir()
