@@ -3,6 +3,8 @@ design (for example weekly), created with ``kfp.Client().create_recurring_run``.
 
 from __future__ import annotations
 
+import contextlib
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -57,14 +59,17 @@ def create_recurring_run(config: RecurringRunConfig) -> str:
     package = load_pipeline_package(retraining_package())
     arguments = check_arguments(dict(config.arguments), package)
     host = config.kubeflow.host
-    with kfp_errors(host, "connect"):
-        client = make_client(config.kubeflow)
-    with kfp_errors(host, f"find or create experiment {config.kubeflow.experiment_name!r}"):
-        experiment = client.create_experiment(config.kubeflow.experiment_name, namespace=config.kubeflow.namespace)
-    with kfp_errors(host, f"create recurring run {config.job_name!r}"):
-        job = client.create_recurring_run(
-            experiment_id=experiment.experiment_id, job_name=config.job_name, cron_expression=config.cron_expression,
-            max_concurrency=config.max_concurrency, no_catchup=config.no_catchup,
-            pipeline_package_path=str(package.path), params=arguments, enabled=True,
-        )
+    # kfp prints "... details: <link>" lines on stdout; keep stdout for the command's output.
+    with contextlib.redirect_stdout(sys.stderr):
+        with kfp_errors(host, "connect"):
+            client = make_client(config.kubeflow)
+        with kfp_errors(host, f"find or create experiment {config.kubeflow.experiment_name!r}"):
+            experiment = client.create_experiment(config.kubeflow.experiment_name,
+                                                  namespace=config.kubeflow.namespace)
+        with kfp_errors(host, f"create recurring run {config.job_name!r}"):
+            job = client.create_recurring_run(
+                experiment_id=experiment.experiment_id, job_name=config.job_name,
+                cron_expression=config.cron_expression, max_concurrency=config.max_concurrency,
+                no_catchup=config.no_catchup, pipeline_package_path=str(package.path), params=arguments, enabled=True,
+            )
     return job.recurring_run_id
