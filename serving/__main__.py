@@ -6,6 +6,8 @@ Exit code 2 with a one-line message when the arguments or the bundle are unusabl
 from __future__ import annotations
 
 import argparse
+import os
+import shlex
 import sys
 from dataclasses import fields
 from pathlib import Path
@@ -96,13 +98,34 @@ def config_from_args(argv: list[str] | None = None) -> ServingConfig:
     return config
 
 
+#: SageMaker starts a serving container with the single argument ``serve``; the server's own arguments then come
+#: from this variable (set by ``textclf deploy sagemaker``).
+SAGEMAKER_ARGS_ENV = "TEXTCLF_SERVING_ARGS"
+
+
+def resolve_argv(argv: list[str]) -> list[str]:
+    """``argv``, or for SageMaker's ``serve`` the arguments in ``$TEXTCLF_SERVING_ARGS`` (shell-style quoting).
+
+    Raises:
+        SystemExit: ``serve`` without the variable.
+    """
+    if argv != ["serve"]:
+        return argv
+    value = os.environ.get(SAGEMAKER_ARGS_ENV, "").strip()
+    if not value:
+        sys.exit(f"python -m textclf.serving serve: set {SAGEMAKER_ARGS_ENV} to the server's arguments "
+                 "(e.g. --model-dir=/opt/ml/model --http-port=8080 --no-grpc)")
+    return shlex.split(value)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of ``python -m textclf.serving``.
 
     Args:
-        argv: Arguments (default: ``sys.argv[1:]``).
+        argv: Arguments (default: ``sys.argv[1:]``); ``serve`` alone (SageMaker) reads them from
+            ``$TEXTCLF_SERVING_ARGS``.
     """
-    serve(config_from_args(argv))
+    serve(config_from_args(resolve_argv(sys.argv[1:] if argv is None else list(argv))))
 
 
 if __name__ == "__main__":

@@ -35,6 +35,27 @@ async def request_validation_error_handler(_request: Request, exc: RequestValida
     return JSONResponse(status_code=HTTPStatus.BAD_REQUEST, content={"error": f"invalid request body: {problems}"})
 
 
+class SageMakerRoutes:
+    """ASGI middleware giving the server SageMaker's container contract on top of KServe's routes:
+    ``GET /ping`` answers as ``/v2/health/ready`` (200 once loaded and warmed up) and ``POST /invocations`` as
+    ``/v1/models/{name}:predict`` (same body, same answer, same 400s). Every other path passes through unchanged.
+
+    Args:
+        app: The wrapped ASGI app.
+        model_name: The served model's name.
+    """
+
+    def __init__(self, app, model_name: str):  # noqa: ANN001 - any ASGI app
+        self.app = app
+        self.aliases = {"/ping": "/v2/health/ready", "/invocations": f"/v1/models/{model_name}:predict"}
+
+    async def __call__(self, scope, receive, send) -> None:  # noqa: ANN001 - the ASGI signature
+        if scope["type"] == "http" and scope["path"] in self.aliases:
+            target = self.aliases[scope["path"]]
+            scope = {**scope, "path": target, "raw_path": target.encode("ascii")}
+        await self.app(scope, receive, send)
+
+
 def build_model(config: ServingConfig) -> kserve.Model:
     """The ONNX predictor, or the Triton transformer when ``config.predictor_host`` is set; loaded and warmed up.
 
@@ -82,7 +103,8 @@ def serve(config: ServingConfig) -> None:
     """Load, warm up and serve the export bundle until SIGTERM/SIGINT.
 
     The model reports ready (``/v2/health/ready``, ``/v1/models/{name}``) only once it is loaded and warmed up:
-    the ports open after that.
+    the ports open after that. SageMaker's ``/ping`` and ``/invocations`` are aliases of the V2 readiness and V1
+    predict routes (:class:`SageMakerRoutes`).
 
     Args:
         config: Serving configuration.
@@ -94,6 +116,7 @@ def serve(config: ServingConfig) -> None:
     model = build_model(config)
     server = build_model_server(config)
     kserve_rest_app.add_exception_handler(RequestValidationError, request_validation_error_handler)
+    kserve_rest_app.add_middleware(SageMakerRoutes, model_name=config.model_name)
     for name in _PER_REQUEST_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
     try:

@@ -603,3 +603,51 @@ def test_cli_process_exits_2_on_a_bundle_without_the_onnx_model(tmp_path):
         capture_output=True, text=True, timeout=120,
     )
     assert result.returncode == 2 and "model.int8.onnx not found" in result.stderr
+
+
+@pytest.mark.slow
+@requires_ag_news
+def test_sagemaker_container_contract(exported_tiny_model, ag_news_texts, tmp_path):
+    """Started as SageMaker starts a container (the argument ``serve``, arguments in $TEXTCLF_SERVING_ARGS, as
+    ``textclf deploy sagemaker`` sets them): /ping is readiness, /invocations is V1 predict."""
+    import httpx
+
+    port = free_port()
+    env = {**os.environ, "TEXTCLF_SERVING_ARGS": f"--model-dir={exported_tiny_model} --model-name=textclf "
+                                                 f"--http-port={port} --no-grpc"}
+    log = (tmp_path / "server.log").open("wb")
+    process = subprocess.Popen([sys.executable, "-m", "textclf.serving", "serve"], env=env, stdout=log,
+                               stderr=subprocess.STDOUT)
+    base = f"http://{LOOPBACK}:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert process.poll() is None, (tmp_path / "server.log").read_text()
+            try:
+                ping = httpx.get(f"{base}/ping", timeout=2)
+                if ping.status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "no /ping answer within 120 s"
+            time.sleep(0.3)
+        body = {"instances": ag_news_texts[:3]}
+        invoked = httpx.post(f"{base}/invocations", json=body, timeout=30)
+        direct = httpx.post(f"{base}/v1/models/textclf:predict", json=body, timeout=30)
+        assert invoked.status_code == 200 and invoked.json() == direct.json()
+        refused = httpx.post(f"{base}/invocations", json={"instances": []}, timeout=30)
+        assert refused.status_code == 400 and "empty" in refused.text
+    finally:
+        stop_process(process)
+        log.close()
+
+
+def test_serve_without_the_sagemaker_arguments_says_what_is_missing(monkeypatch):
+    from textclf.serving.__main__ import resolve_argv
+
+    monkeypatch.delenv("TEXTCLF_SERVING_ARGS", raising=False)
+    with pytest.raises(SystemExit, match="set TEXTCLF_SERVING_ARGS"):
+        resolve_argv(["serve"])
+    monkeypatch.setenv("TEXTCLF_SERVING_ARGS", "--model-dir='/opt/ml/model' --no-grpc")
+    assert resolve_argv(["serve"]) == ["--model-dir=/opt/ml/model", "--no-grpc"]
+    assert resolve_argv(["--model-dir", "x"]) == ["--model-dir", "x"]
