@@ -14,8 +14,8 @@ re-uses the model and endpoint configuration, and an existing endpoint is switch
 
 Container contract: SageMaker starts the image with the argument ``serve`` and sends ``GET /ping`` and
 ``POST /invocations`` to port 8080; the model is in ``/opt/ml/model``. The ``TEXTCLF_SERVING_ARGS`` variable set
-on the container holds the ``python -m textclf.serving`` arguments for that layout (see the README: the serving
-image needs a SageMaker entrypoint that reads it and maps ``/ping`` and ``/invocations``).
+on the container holds the ``python -m textclf.serving`` arguments for that layout: on ``serve`` the server reads
+them, and it answers ``/ping`` (readiness) and ``/invocations`` (V1 predict) as aliases of its KServe routes.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ The serving container contract on Vertex AI: it listens on ``AIP_HTTP_PORT`` (80
 route with 200 once ready and the predict route with ``{"predictions": [...]}`` for ``{"instances": [...]}``, which
 KServe's V1 protocol does at ``/v1/models/<name>:predict``. Vertex does not download the model into the container:
 it sets ``AIP_STORAGE_URI`` (a gs:// copy of ``artifact_uri``), passed to the server as ``--model-dir``; the server
-must therefore be able to read a gs:// model directory (today it reads local directories only: see the README).
+downloads a gs:// (or s3://) model directory itself through :mod:`textclf.storage` before loading it.
 """
 
 from __future__ import annotations
