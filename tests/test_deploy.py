@@ -14,14 +14,12 @@ import os
 
 os.environ.setdefault("NO_GCE_CHECK", "true")  # before google.auth loads: never probe the GCE metadata server
 
-import argparse
 import email.parser
 import email.policy
 import hashlib
 import inspect
 import io
 import json
-import sys
 import tarfile
 import threading
 import urllib.request
@@ -39,7 +37,6 @@ from test_manifests import MANIFESTS, crd_errors, requires_crds
 from test_manifests import render as render_overlay
 from test_registry import make_run
 
-from textclf.deploy.cli import add_deploy_commands
 from textclf.deploy.kserve import (
     MODEL_VERSION_ANNOTATION,
     render_inference_service,
@@ -76,15 +73,10 @@ ARGUMENTS = {"dataset_uri": "gs://textclf-data/ag_news", "epochs": 2.0, "batch_s
 
 
 def run_cli(argv: list[str]) -> int:
-    """What ``textclf.cli.main`` does with these commands: parse, call, exit 2 on a TextclfError."""
-    parser = argparse.ArgumentParser(prog="textclf")
-    add_deploy_commands(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    try:
-        return args.func(args)
-    except TextclfError as exc:
-        print(f"textclf: error: {exc}", file=sys.stderr)
-        return 2
+    """The ``textclf`` command line, in process: exit code 0, or 2 with ``textclf: error: ...`` on stderr."""
+    from textclf.cli import main
+
+    return main(argv)
 
 
 def compiled_spec(path: Path = TRAINING_YAML) -> dict[str, Any]:

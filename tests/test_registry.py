@@ -5,17 +5,15 @@ import argparse
 import json
 import multiprocessing
 import os
-import sys
 import threading
 from pathlib import Path
 
 import pytest
 from storage_servers import s3_server, s3_store  # noqa: F401  (pytest fixture)
 
-from textclf.errors import ArtifactIntegrityError, ConfigError, RegistryError, TextclfError
+from textclf.errors import ArtifactIntegrityError, ConfigError, RegistryError
 from textclf.provenance import sha256_file
 from textclf.registry import ARCHIVED, CANDIDATE, PRODUCTION, ArtifactDirs, ModelRegistry, Version, next_version
-from textclf.registry.cli import add_registry_commands
 from textclf.storage import Store
 
 TEST_SET = "a" * 64
@@ -323,15 +321,10 @@ def test_versions():
 
 
 def run_cli(argv: list[str]) -> int:
-    """What ``textclf.cli.main`` does with these commands: parse, call, exit 2 on a TextclfError."""
-    parser = argparse.ArgumentParser(prog="textclf")
-    add_registry_commands(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    try:
-        return args.func(args)
-    except TextclfError as exc:
-        print(f"textclf: error: {exc}", file=sys.stderr)
-        return 2
+    """The ``textclf`` command line, in process: exit code 0, or 2 with ``textclf: error: ...`` on stderr."""
+    from textclf.cli import main
+
+    return main(argv)
 
 
 def test_cli_commands(tmp_path, run_a, run_b, capsys, monkeypatch):

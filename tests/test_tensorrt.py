@@ -10,7 +10,6 @@ against a recording stand-in for the tensorrt module.
 import json
 import os
 import sys
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
