@@ -27,9 +27,15 @@ def test_compiled_yaml_is_valid_ir_and_loads_back(pipeline):
 
     documents = list(yaml.safe_load_all(pipeline.path.read_text()))
     spec = json_format.ParseDict(documents[0], pipeline_spec_pb2.PipelineSpec())
-    assert spec.pipeline_info.name.startswith("textclf-training")
-    tasks = set(spec.root.dag.tasks)
-    assert tasks == {"ingest-op", "validate-split-op", "train-op", "evaluate-op", "export-op"}
+    model_steps = {"ingest-op", "validate-split-op", "train-op", "evaluate-op", "export-op"}
+    expected = {  # top-level tasks; condition-N are the dsl.If / dsl.Else branches
+        "training": model_steps | {"condition-1"},
+        "training-gpu": model_steps | {"condition-1"},
+        "retraining": model_steps | {"evaluate-production-op", "register-op", "gate-op", "condition-branches-1"},
+    }[pipeline.name]
+    assert spec.pipeline_info.name == {"training": "textclf-training", "training-gpu": "textclf-training-gpu",
+                                       "retraining": "textclf-retraining"}[pipeline.name]
+    assert set(spec.root.dag.tasks) == expected
     loaded = components.load_component_from_file(str(pipeline.path))
     inputs = loaded.component_spec.inputs
     assert "dataset_uri" in inputs and not inputs["dataset_uri"].optional  # required
