@@ -68,17 +68,29 @@ TRAIN_SCRIPT = """
 import sys
 from textclf.config import TrainConfig
 from textclf.train import train_model
-config = TrainConfig(epochs=1.0, batch_size=8, checkpoint_steps=5, early_stopping_patience=0, seed=11)
+config = TrainConfig(epochs=1.0, batch_size=8, max_length=32, checkpoint_steps=10, early_stopping_patience=0, seed=11)
 result = train_model(sys.argv[1], config, sys.argv[2], checkpoint_root=sys.argv[3], progress=False)
 print("RESUMED_FROM", result.summary["resumed_from"])
 """
 
 
 def _train_process(splits: Path, out: Path, checkpoints: Path) -> subprocess.Popen:
-    return subprocess.Popen(
+    """The training script in its own process group, its output in ``<out>.log`` (a pipe nobody reads while the
+    run goes on would fill up and block it)."""
+    log = open(f"{out}.log", "w")
+    process = subprocess.Popen(
         [sys.executable, "-c", TRAIN_SCRIPT, str(splits), str(out), str(checkpoints)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+        stdout=log, stderr=subprocess.STDOUT, text=True, start_new_session=True,
     )
+    log.close()
+    return process
+
+
+def _finish(process: subprocess.Popen, out: Path) -> str:
+    process.wait(timeout=600)
+    output = Path(f"{out}.log").read_text()
+    assert process.returncode == 0, output[-3000:]
+    return output
 
 
 def _weights(model_dir: Path) -> dict:
@@ -92,9 +104,9 @@ def test_killed_training_resumes_from_its_checkpoint(small_splits, tmp_path):
     checkpoints = tmp_path / "ckpt"
     killed = _train_process(small_splits, tmp_path / "model", checkpoints)
     deadline = time.monotonic() + 300
-    while not list(checkpoints.glob("*/checkpoint-5/trainer_state.json")) and killed.poll() is None and time.monotonic() < deadline:
+    while not list(checkpoints.glob("*/checkpoint-10/trainer_state.json")) and killed.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert killed.poll() is None, "training finished before it could be killed; " + killed.stdout.read()[-2000:]
+    assert killed.poll() is None, "training finished before it could be killed; " + (tmp_path / "model.log").read_text()[-2000:]
     os.killpg(killed.pid, signal.SIGKILL)
     killed.wait()
     assert not (tmp_path / "model").exists()  # nothing half-written
@@ -104,17 +116,13 @@ def test_killed_training_resumes_from_its_checkpoint(small_splits, tmp_path):
     (run_dir / "checkpoint-35").mkdir()
     (run_dir / "checkpoint-35" / "model.safetensors").write_bytes(b"partial")
 
-    resumed = _train_process(small_splits, tmp_path / "model", checkpoints)
-    output, _ = resumed.communicate(timeout=600)
-    assert resumed.returncode == 0, output[-3000:]
+    output = _finish(_train_process(small_splits, tmp_path / "model", checkpoints), tmp_path / "model")
     resumed_line = [line for line in output.splitlines() if line.startswith("RESUMED_FROM")][0]
     assert "checkpoint-" in resumed_line and "checkpoint-35" not in resumed_line
     meta = read_json(tmp_path / "model" / "textclf_metadata.json")
     assert meta["training"]["global_steps"] == 40  # 320 rows / batch 8, the whole epoch
 
-    straight = _train_process(small_splits, tmp_path / "straight", tmp_path / "ckpt-straight")
-    output, _ = straight.communicate(timeout=600)
-    assert straight.returncode == 0, output[-3000:]
+    _finish(_train_process(small_splits, tmp_path / "straight", tmp_path / "ckpt-straight"), tmp_path / "straight")
     resumed_weights, straight_weights = _weights(tmp_path / "model"), _weights(tmp_path / "straight")
     assert resumed_weights.keys() == straight_weights.keys()
     worst = max(float((resumed_weights[k] - straight_weights[k]).abs().max()) for k in resumed_weights)
