@@ -111,3 +111,36 @@ def test_data_growth_needs_a_production_model(tmp_path):
     (tmp_path / "new" / "train.csv").write_text("label,title,description\n1,a,b\n")
     with pytest.raises(RegistryError, match="no production model"):
         check_data_growth(str(tmp_path / "new"), str(tmp_path / "registry"))
+
+
+class FakeDriftResult:
+    def summary(self) -> str:
+        return "check 20261122T0400: DRIFT in label, text_domain (triggered); 500 rows"
+
+
+def test_monitor_callback_starts_a_kubeflow_run_from_the_environment(kfp):
+    from textclf.trigger import retrain_on_drift, trigger_from_env
+
+    host, state = kfp
+    trigger = trigger_from_env("kubeflow", environ={"KFP_HOST": host, "KFP_TOKEN": "in-cluster"})
+    on_drift = retrain_on_drift(trigger, ARGUMENTS)
+    fired = on_drift(FakeDriftResult())
+    assert fired.run_id == "run-1"
+    body = state.requests[-1].json()
+    assert state.requests[-1].headers["authorization"] == "Bearer in-cluster"
+    assert body["runtime_config"]["parameters"]["trigger_reason"] == f"drift: {FakeDriftResult().summary()}"
+
+
+def test_triggers_from_the_environment_say_what_is_missing(tmp_path):
+    from textclf.trigger import LocalTrigger, VertexTrigger, retrain_on_drift, trigger_from_env
+
+    with pytest.raises(ConfigError, match=r"no Kubeflow Pipelines host: pass --host or set KFP_HOST"):
+        trigger_from_env("kubeflow", environ={})
+    with pytest.raises(ConfigError, match=r"needs \$VERTEX_PROJECT and \$VERTEX_PIPELINE_ROOT"):
+        trigger_from_env("vertex", environ={})
+    vertex = trigger_from_env("vertex", environ={"VERTEX_PROJECT": "textclf-prod", "VERTEX_PIPELINE_ROOT": "gs://b/root"})
+    assert isinstance(vertex, VertexTrigger) and vertex.config.pipeline_root == "gs://b/root"
+    local = trigger_from_env("local", environ={}, pipeline_root=tmp_path)
+    assert isinstance(local, LocalTrigger)
+    with pytest.raises(ConfigError, match="needs a value for registry_uri"):  # at start-up, not at the first drift
+        retrain_on_drift(local, {"dataset_uri": "s3://d"})

@@ -13,11 +13,13 @@ from textclf.trigger.triggers import (
     TriggerResult,
     VertexTrigger,
     make_trigger,
+    retrain_on_drift,
     retraining_package,
+    trigger_from_env,
 )
 
 __all__ = [
     "TRIGGERS", "DataGrowth", "GrowthConfig", "KubeflowTrigger", "LocalTrigger", "RecurringRunConfig",
     "RetrainRequest", "RetrainTrigger", "TriggerBackend", "TriggerResult", "VertexTrigger", "check_data_growth",
-    "create_recurring_run", "make_trigger", "retraining_package",
+    "create_recurring_run", "make_trigger", "retrain_on_drift", "retraining_package", "trigger_from_env",
 ]

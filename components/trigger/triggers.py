@@ -185,3 +185,67 @@ def make_trigger(backend: str | TriggerBackend, **settings: Any) -> RetrainTrigg
         return TRIGGERS[kind](**settings)
     except TypeError as exc:
         raise ConfigError(f"{kind.value} trigger: {exc}") from None
+
+
+#: Environment variables :func:`trigger_from_env` reads for the Vertex AI backend.
+VERTEX_ENV = {"project": "VERTEX_PROJECT", "location": "VERTEX_LOCATION", "pipeline_root": "VERTEX_PIPELINE_ROOT",
+              "service_account": "VERTEX_SERVICE_ACCOUNT"}
+
+
+def trigger_from_env(backend: str | TriggerBackend, environ: Mapping[str, str] | None = None,
+                     pipeline_root: str | Path = "runs/pipeline_root") -> RetrainTrigger:
+    """A trigger configured the way a long-running service is: from its environment.
+
+    - ``local``: runs under ``pipeline_root``.
+    - ``kubeflow``: ``$KFP_HOST``, ``$KFP_TOKEN`` (in-cluster: the ml-pipeline service and a projected token).
+    - ``vertex``: ``$VERTEX_PROJECT``, ``$VERTEX_LOCATION``, ``$VERTEX_PIPELINE_ROOT`` (gs://), optional
+      ``$VERTEX_SERVICE_ACCOUNT``; credentials from Application Default Credentials.
+
+    Raises:
+        ConfigError: Unknown backend, or a required variable missing.
+    """
+    import os
+
+    env = os.environ if environ is None else environ
+    kind = TriggerBackend(backend) if backend in {b.value for b in TriggerBackend} else None
+    if kind is None:
+        return make_trigger(backend)  # raises the unknown-backend error
+    if kind is TriggerBackend.LOCAL:
+        return LocalTrigger(Path(pipeline_root))
+    if kind is TriggerBackend.KUBEFLOW:
+        from textclf.deploy.kubeflow import KubeflowConfig
+
+        return KubeflowTrigger(KubeflowConfig.from_env(env))  # refuses a missing $KFP_HOST
+    from textclf.deploy.vertex import VertexPipelineConfig
+
+    values = {field_name: env.get(variable, "").strip() for field_name, variable in VERTEX_ENV.items()}
+    missing = [VERTEX_ENV[name] for name in ("project", "pipeline_root") if not values[name]]
+    if missing:
+        raise ConfigError(f"the vertex trigger needs ${' and $'.join(missing)}")
+    values = {name: value for name, value in values.items() if value}
+    return VertexTrigger(VertexPipelineConfig(**values))
+
+
+def retrain_on_drift(trigger: RetrainTrigger, arguments: Mapping[str, Any]) -> Any:
+    """The monitor's ``on_drift`` callback: start a retraining run whose reason is the drift check's summary.
+
+    The parameters are checked now, so a monitor started with bad ones fails at start-up, not at the first drift.
+
+    Args:
+        trigger: Where the run starts.
+        arguments: Retraining-pipeline parameters (``dataset_uri``, ``registry_uri``, ...).
+
+    Returns:
+        ``on_drift(result) -> TriggerResult``.
+
+    Raises:
+        ConfigError: Parameters that do not fit the compiled retraining pipeline.
+    """
+    RetrainRequest("drift", arguments).pipeline_arguments()
+
+    def on_drift(result: Any) -> TriggerResult:
+        fired = trigger.fire(RetrainRequest(f"drift: {result.summary()}", arguments))
+        log.warning("retraining started on %s: %s %s", fired.backend.value, fired.run_id, fired.url)
+        return fired
+
+    return on_drift
