@@ -138,8 +138,8 @@ def test_triggers_from_the_environment_say_what_is_missing(tmp_path):
         trigger_from_env("kubeflow", environ={})
     with pytest.raises(ConfigError, match=r"needs \$VERTEX_PROJECT and \$VERTEX_PIPELINE_ROOT"):
         trigger_from_env("vertex", environ={})
-    vertex = trigger_from_env("vertex", environ={"VERTEX_PROJECT": "textclf-prod", "VERTEX_PIPELINE_ROOT": "gs://b/root"})
-    assert isinstance(vertex, VertexTrigger) and vertex.config.pipeline_root == "gs://b/root"
+    vertex = trigger_from_env("vertex", environ={"VERTEX_PROJECT": "textclf-prod", "VERTEX_PIPELINE_ROOT": "gs://textclf-pipelines/root"})
+    assert isinstance(vertex, VertexTrigger) and vertex.config.pipeline_root == "gs://textclf-pipelines/root"
     local = trigger_from_env("local", environ={}, pipeline_root=tmp_path)
     assert isinstance(local, LocalTrigger)
     with pytest.raises(ConfigError, match="needs a value for registry_uri"):  # at start-up, not at the first drift
