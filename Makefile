@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 RUN_ARGS ?= --max-train-rows 6000 --epochs 1
 PYTEST_ARGS ?=
 
-.PHONY: install run serve test test-fast compile compile-check bench-train bench-serve clean help
+.PHONY: install run serve loop test test-fast compile compile-check bench-train bench-serve bench-drift clean help
 
 help:
 	@echo "make run            install if needed, then run the training pipeline locally on AG News"
@@ -20,6 +20,8 @@ help:
 	@echo "make serve          serve the newest local model with KServe on :8080 (REST) and :8081 (gRPC)"
 	@echo "make bench-train    training benchmark (JSON in runs/bench/bench_train.json)"
 	@echo "make bench-serve    serving benchmark on the newest local model (JSON in runs/bench/bench_serve.json)"
+	@echo "make bench-drift    drift detection / false-alarm rates and seconds per check (runs/bench/bench_drift.json)"
+	@echo "make loop           the closed loop, scripted: train v1, serve, replay traffic, drift, retrain, gate (runs/loop)"
 
 install: $(STAMP)
 
@@ -42,6 +44,9 @@ SERVE_ARGS ?=
 serve: install
 	$(VENV)/bin/textclf serve $(SERVE_ARGS)
 
+loop: install
+	$(VENV)/bin/textclf loop
+
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)
 
@@ -59,6 +64,9 @@ bench-train: install
 
 bench-serve: install
 	$(VENV)/bin/textclf bench-serve --output runs/bench/bench_serve.json
+
+bench-drift: install
+	$(VENV)/bin/textclf bench-drift --output runs/bench/bench_drift.json
 
 clean:
 	rm -rf runs local_outputs .pytest_cache

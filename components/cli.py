@@ -222,9 +222,15 @@ def build_parser() -> argparse.ArgumentParser:
     from textclf.gate.cli import add_gate_commands
     from textclf.registry.cli import add_registry_commands
 
+    from textclf.loop import add_loop_command
+    from textclf.monitor.cli import add_bench_drift_command, add_monitor_commands
+
     add_registry_commands(commands)
     add_gate_commands(commands)
     add_deploy_commands(commands)
+    add_monitor_commands(commands)
+    add_bench_drift_command(commands)
+    add_loop_command(commands)
     return parser
 
 
