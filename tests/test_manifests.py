@@ -437,3 +437,35 @@ def test_serving_image_modules_import_without_torch_or_training_code(tmp_path):
     )
     result = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_component_image_install_ships_every_package_and_pipeline_yaml(tmp_path):
+    """What the component images do: a regular (non-editable) install of a copy holding only what their
+    Dockerfiles copy. Every module of components/, pipelines/ and serving/ and every compiled YAML must be in it."""
+    import shutil
+    import subprocess
+    import sys
+    import zipfile
+
+    source = tmp_path / "src"
+    for name in ("components", "pipelines", "serving"):
+        shutil.copytree(REPO_ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO_ROOT / name, source / name)
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--quiet", "-w",
+         str(tmp_path / "dist"), str(source)], capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    [wheel] = (tmp_path / "dist").glob("*.whl")
+    shipped = {name for name in zipfile.ZipFile(wheel).namelist() if not name.startswith("textclf_pipelines-")}
+    roots = {"components": "textclf", "pipelines": "textclf/pipelines", "serving": "textclf/serving"}
+    expected = set()
+    for folder, package in roots.items():
+        for path in (REPO_ROOT / folder).rglob("*"):
+            relative = path.relative_to(REPO_ROOT / folder).as_posix()
+            if path.suffix in (".py", ".yaml") and "__pycache__" not in relative:
+                if folder == "components" and relative.split("/")[0] in ("pipelines", "serving"):
+                    continue
+                expected.add(f"{package}/{relative}")
+    assert expected - shipped == set(), "missing from the installed package (pyproject.toml packages?)"

@@ -1,0 +1,589 @@
+"""The long-running drift monitor behind ``textclf monitor``.
+
+It tails the serving request log (JSON lines written by :class:`textclf.serving.request_log.RequestLog`: one object
+per prediction with ``timestamp``, ``text``, ``label``, ``probabilities``, ``model_version``; rotated as ``path``,
+``path.1``, ``path.2``, ...), collects rows into windows (``window_size`` rows, or ``window_seconds`` after the
+window's first request once it has ``min_window_size`` rows), checks each window with
+:class:`textclf.monitor.drift.DriftDetector`, writes ``checks/<check_id>.json`` and ``.html`` under the state
+directory, updates the Prometheus gauges, applies the cooldown and calls ``on_drift(result)`` for a drift that is
+acted on.
+
+State (``state.json`` in the state directory, replaced atomically after every poll that changed anything): the read
+position in each log (inode, byte offset and a hash of the file's first line, so that rotation and inode reuse are
+recognised), the rows read but not yet checked, the cooldown and counters. A killed monitor resumes from it: every
+logged row lands in a checked window; a crash between writing a check's result and saving the state re-checks that
+window (at-least-once), and a crash while ``on_drift`` runs calls it again on restart (``pending_trigger``).
+
+Log reading rules: only complete lines are consumed (a line still being written is read on the next poll); a
+malformed line (not JSON, or missing/invalid ``text``, ``label``, ``probabilities``, ``timestamp``) is skipped and
+counted (``malformed_lines`` in the state, ``textclf_drift_malformed_log_lines_total``); rotated files are read
+oldest first. Several logs (one per predictor replica) are read when ``request_logs`` names several files or a
+directory (every ``*.jsonl`` in it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from textclf.errors import DataValidationError, ObjectNotFoundError, TextclfError
+from textclf.monitor.config import DriftConfig
+from textclf.monitor.drift import Cooldown, DriftDetector, DriftResult
+from textclf.monitor.metrics import MonitorMetrics
+from textclf.monitor.reference import Reference
+from textclf.provenance import read_json, write_json
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "state.json"
+CHECKS_DIR = "checks"
+STATE_VERSION = 1
+#: Malformed lines logged individually per poll (the rest are only counted).
+MALFORMED_EXAMPLES = 3
+
+OnDrift = Callable[[DriftResult], None]
+
+
+# --- reading the rotated log ------------------------------------------------------------------------------------
+
+
+@dataclass
+class LogPosition:
+    """How far a log has been consumed: the file (inode, hash of its first line) and the byte offset in it."""
+
+    inode: int
+    offset: int
+    head: str = ""
+
+
+def rotated_files(base: Path) -> list[Path]:
+    """``base``, ``base.1``, ``base.2``, ... that exist, newest first (RotatingFileHandler's naming)."""
+    files = [base] if base.is_file() else []
+    index = 1
+    while (candidate := base.with_name(f"{base.name}.{index}")).is_file():
+        files.append(candidate)
+        index += 1
+    return files
+
+
+def _head_hash(handle: Any) -> str:
+    handle.seek(0)
+    first = handle.readline(1 << 16)
+    return hashlib.sha256(first).hexdigest()[:16] if first.endswith(b"\n") else ""
+
+
+def read_new_lines(base: Path, position: LogPosition | None) -> tuple[list[bytes], LogPosition | None]:
+    """Complete lines appended to a rotated log since ``position``, oldest first.
+
+    Args:
+        base: The log file (rotated copies are ``base.1``, ``base.2``, ...).
+        position: Where the last read stopped (None: read everything there is).
+
+    Returns:
+        The new lines (without newlines) and the new position.
+    """
+    files = rotated_files(base)
+    if not files:
+        return [], position
+    oldest_first = list(reversed(files))
+    try:
+        inodes = [os.stat(path).st_ino for path in oldest_first]
+    except FileNotFoundError:  # rotating right now: the next poll sees the new files
+        return [], position
+    start, offset = 0, 0
+    if position is not None:
+        for index, path in enumerate(oldest_first):
+            if inodes[index] != position.inode:
+                continue
+            try:
+                with open(path, "rb") as handle:
+                    same = not position.head or position.offset == 0 or _head_hash(handle) == position.head
+            except FileNotFoundError:  # rotated away while listing
+                continue
+            if same:
+                start, offset = index, position.offset
+                break
+        else:
+            log.warning("%s: the file last read (inode %d) was rotated away; reading every rotated file from the "
+                        "start (rows logged while the monitor was down for several rotations may be lost)",
+                        base, position.inode)
+    lines: list[bytes] = []
+    for index in range(start, len(oldest_first)):
+        path = oldest_first[index]
+        newest = index == len(oldest_first) - 1
+        try:
+            handle = open(path, "rb")
+        except FileNotFoundError:  # rotated between listing and opening: the next poll picks it up
+            break
+        with handle:
+            inode = os.fstat(handle.fileno()).st_ino
+            if inode != inodes[index]:  # rotated between listing and opening: stop, the next poll re-lists
+                break
+            head = _head_hash(handle)
+            size = os.fstat(handle.fileno()).st_size
+            if offset > size:  # truncated or replaced in place
+                log.warning("%s: shorter (%d bytes) than the saved offset %d; reading it from the start",
+                            path, size, offset)
+                offset = 0
+            handle.seek(offset)
+            data = handle.read()
+        end = data.rfind(b"\n") + 1
+        if not newest and end < len(data):
+            end = len(data)  # a rotated file is final: its unterminated tail is a (probably broken) last line
+        lines.extend(line for line in data[:end].splitlines() if line.strip())
+        position = LogPosition(inode=inode, offset=offset + end, head=head or _first_line_hash(data, offset))
+        offset = 0
+    return lines, position
+
+
+def _first_line_hash(data: bytes, offset: int) -> str:
+    if offset != 0:
+        return ""
+    newline = data.find(b"\n")
+    return hashlib.sha256(data[:newline + 1]).hexdigest()[:16] if newline >= 0 else ""
+
+
+def log_files(paths: Sequence[str | Path]) -> list[Path]:
+    """The base log files named by ``paths``: files as given, directories expanded to their ``*.jsonl`` files.
+
+    Raises:
+        ObjectNotFoundError: None of them exists yet (neither the file nor a rotated copy).
+    """
+    bases: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            bases += sorted(p for p in path.iterdir() if p.is_file() and p.name.endswith(".jsonl"))
+        else:
+            bases.append(path)
+    existing = [base for base in bases if rotated_files(base)]
+    if not existing:
+        named = ", ".join(str(p) for p in paths)
+        raise ObjectNotFoundError(
+            f"request log not found: {named} (no such file, rotated copy or *.jsonl file); is the model server "
+            "writing its request log (--request-log) to this path?"
+        )
+    return existing
+
+
+def parse_record(line: bytes) -> dict[str, Any] | str:
+    """One request-log line as a compact row, or the reason it is malformed.
+
+    Returns:
+        ``{"ts": ISO timestamp, "t": Unix seconds, "x": text, "l": label, "c": confidence, "v": model version}`` or
+        a string saying what is wrong.
+    """
+    try:
+        record = json.loads(line)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        return f"not JSON ({exc.msg if isinstance(exc, json.JSONDecodeError) else exc})"
+    if not isinstance(record, dict):
+        return "not a JSON object"
+    text, label, probabilities = record.get("text"), record.get("label"), record.get("probabilities")
+    if not isinstance(text, str) or not text.strip():
+        return "missing or empty 'text'"
+    if not isinstance(label, str) or not label:
+        return "missing 'label'"
+    if not isinstance(probabilities, dict) or not probabilities:
+        return "missing 'probabilities'"
+    try:
+        confidence = max(float(v) for v in probabilities.values())
+    except (TypeError, ValueError):
+        return "non-numeric 'probabilities'"
+    if not 0.0 <= confidence <= 1.0:
+        return f"probability {confidence} outside [0, 1]"
+    stamp = record.get("timestamp")
+    try:
+        moment = datetime.fromisoformat(str(stamp))
+    except ValueError:
+        return f"bad 'timestamp' {stamp!r}"
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return {"ts": moment.isoformat(), "t": moment.timestamp(), "x": text, "l": label, "c": confidence,
+            "v": str(record.get("model_version", ""))}
+
+
+def rows_to_window(rows: Iterable[dict[str, Any]]) -> pd.DataFrame:
+    """Compact rows (:func:`parse_record`) as the DataFrame :meth:`DriftDetector.check` takes."""
+    rows = list(rows)
+    return pd.DataFrame({
+        "text": [r["x"] for r in rows], "label": [r["l"] for r in rows], "confidence": [r["c"] for r in rows],
+        "timestamp": [r["ts"] for r in rows], "model_version": [r["v"] for r in rows],
+    })
+
+
+def read_request_log(paths: Sequence[str | Path]) -> tuple[list[dict[str, Any]], int]:
+    """Every valid row of the request log(s), oldest file first (for one-shot checks).
+
+    Returns:
+        The rows (see :func:`parse_record`) and the number of malformed lines skipped.
+
+    Raises:
+        ObjectNotFoundError: No log at ``paths``.
+    """
+    rows, malformed = [], 0
+    for base in log_files(paths):
+        lines, _ = read_new_lines(base, None)
+        for line in lines:
+            parsed = parse_record(line)
+            if isinstance(parsed, str):
+                malformed += 1
+            else:
+                rows.append(parsed)
+    return rows, malformed
+
+
+# --- state ------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class MonitorState:
+    """What survives a restart (``state.json``)."""
+
+    positions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    pending: list[dict[str, Any]] = field(default_factory=list)
+    cooldown: dict[str, Any] = field(default_factory=dict)
+    reference_fingerprint: str = ""
+    pending_trigger: str | None = None
+    cooldown_before_trigger: dict[str, Any] = field(default_factory=dict)
+    checks: int = 0
+    triggers: int = 0
+    rows_read: int = 0
+    malformed_lines: int = 0
+    malformed_since_check: int = 0
+    check_errors: int = 0
+    last_check_id: str | None = None
+    version: int = STATE_VERSION
+
+    @classmethod
+    def load(cls, path: Path) -> MonitorState:
+        if not path.is_file():
+            return cls()
+        try:
+            payload = read_json(path)
+        except (OSError, json.JSONDecodeError) as exc:
+            raise DataValidationError(
+                f"{path}: unreadable monitor state ({exc}); move it away to start over from the beginning of the log"
+            ) from exc
+        if payload.get("version") != STATE_VERSION:
+            raise DataValidationError(f"{path}: state version {payload.get('version')}, expected {STATE_VERSION}")
+        known = {k: v for k, v in payload.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+    def save(self, path: Path) -> None:
+        write_json(path, asdict(self))
+
+
+# --- the monitor ------------------------------------------------------------------------------------------------
+
+
+class DriftMonitor:
+    """Tails the request log and checks windows against the reference (see the module docstring).
+
+    Args:
+        request_logs: Log file(s) or a directory of ``*.jsonl`` logs.
+        reference: The production model's reference.
+        state_dir: Where ``state.json`` and ``checks/`` live (created).
+        config: Drift settings.
+        on_drift: Called with the result of every drift that is acted on (not during the cooldown). If it raises,
+            the error is logged and recorded in the result, the cooldown is not started, and the next drifted
+            window triggers again.
+        metrics: Gauges to update (default: a fresh :class:`MonitorMetrics`).
+        clock: Time source (Unix seconds), for tests.
+        write_html: Write the HTML report of every check.
+    """
+
+    def __init__(self, request_logs: str | Path | Sequence[str | Path], reference: Reference,
+                 state_dir: str | Path, config: DriftConfig | None = None, on_drift: OnDrift | None = None,
+                 metrics: MonitorMetrics | None = None, clock: Callable[[], float] = time.time,
+                 write_html: bool = True):
+        self.request_logs = [request_logs] if isinstance(request_logs, (str, Path)) else list(request_logs)
+        self.config = config or DriftConfig()
+        self.detector = DriftDetector(reference, self.config)
+        self.reference = reference
+        self.state_dir = Path(state_dir)
+        self.checks_dir = self.state_dir / CHECKS_DIR
+        self.checks_dir.mkdir(parents=True, exist_ok=True)
+        self.on_drift = on_drift
+        self.metrics = metrics or MonitorMetrics()
+        self.clock = clock
+        self.write_html = write_html
+        self.state_path = self.state_dir / STATE_FILE
+        self.state = MonitorState.load(self.state_path)
+        if self.state.reference_fingerprint and self.state.reference_fingerprint != reference.fingerprint:
+            log.info("reference changed (%s -> %s, model %s): cooldown reset", self.state.reference_fingerprint[:12],
+                     reference.fingerprint[:12], reference.model_version)
+            self.state.cooldown = {}
+        self.state.reference_fingerprint = reference.fingerprint
+        self.cooldown = Cooldown.from_dict(self.state.cooldown)
+        self.last_poll: float | None = None
+        self._warned_versions: set[str] = set()
+        self.metrics.pending_rows.set(len(self.state.pending))
+
+    # -- reading --
+
+    def _read(self) -> list[dict[str, Any]]:
+        rows, malformed, examples = [], 0, 0
+        for base in log_files(self.request_logs):
+            saved = self.state.positions.get(str(base))
+            position = LogPosition(**saved) if saved else None
+            lines, new_position = read_new_lines(base, position)
+            for line in lines:
+                parsed = parse_record(line)
+                if isinstance(parsed, str):
+                    malformed += 1
+                    if examples < MALFORMED_EXAMPLES:
+                        log.warning("%s: skipping malformed line (%s): %.120r", base, parsed, line)
+                        examples += 1
+                    continue
+                rows.append(parsed)
+            if new_position is not None:
+                self.state.positions[str(base)] = asdict(new_position)
+        self.state.rows_read += len(rows)
+        self.state.malformed_lines += malformed
+        self.state.malformed_since_check += malformed
+        self.metrics.rows_read.inc(len(rows))
+        self.metrics.malformed_lines.inc(malformed)
+        return rows
+
+    # -- windows --
+
+    def _next_cut(self, now: float | None) -> int | None:
+        """Rows of the next window to close among the pending rows, or None if no window is due.
+
+        A window closes at ``window_size`` rows, or - with ``window_seconds`` - just before the first row logged
+        ``window_seconds`` after the window's first row, if that leaves at least ``min_window_size`` rows (else it
+        closes as soon as it has them). ``now`` (when the log has been read to its end) closes a window whose
+        first row is ``window_seconds`` old.
+        """
+        pending, config = self.state.pending, self.config
+        cut = config.window_size if len(pending) >= config.window_size else None
+        if config.window_seconds > 0 and len(pending) >= config.min_window_size:
+            limit = pending[0]["t"] + config.window_seconds
+            late = next((i for i, row in enumerate(pending) if row["t"] >= limit), None)
+            if late is not None:
+                late = max(late, config.min_window_size)
+            elif now is not None and now >= limit:
+                late = len(pending)
+            if late is not None and late <= len(pending):
+                cut = min(cut or late, late)
+        return cut
+
+    def poll(self) -> list[DriftResult]:
+        """Read what was logged since the last poll and run every check that falls due.
+
+        Returns:
+            The results of the checks run (usually none or one).
+
+        Raises:
+            ObjectNotFoundError: The request log does not exist.
+        """
+        results: list[DriftResult | None] = []
+        if self.state.pending_trigger:
+            self._replay_trigger()
+        rows = self._read()
+        self.state.pending.extend(rows)  # before any check saves the state, whose positions are past these rows
+        while (cut := self._next_cut(self.clock())) is not None:
+            results.append(self._check_pending(cut))
+        self.last_poll = self.clock()
+        self.metrics.last_poll.set(self.last_poll)
+        self.metrics.pending_rows.set(len(self.state.pending))
+        if rows or results:
+            self._save_state()
+        return [r for r in results if r is not None]
+
+    def flush(self) -> DriftResult:
+        """Check the pending rows now, however few (for one-shot runs).
+
+        Raises:
+            DataValidationError: Fewer than ``min_window_size`` rows are pending.
+        """
+        if len(self.state.pending) < self.config.min_window_size:
+            raise DataValidationError(
+                f"only {len(self.state.pending)} new request(s) in {', '.join(map(str, self.request_logs))} since the "
+                f"last check, fewer than min_window_size={self.config.min_window_size}: nothing checked"
+            )
+        result = self._check_pending(len(self.state.pending))
+        self._save_state()
+        if result is None:
+            raise TextclfError("the drift check failed; see the log above")
+        return result
+
+    def _check_pending(self, rows: int) -> DriftResult | None:
+        window, rest = self.state.pending[:rows], self.state.pending[rows:]
+        now = self.clock()
+        try:
+            result = self.detector.check(rows_to_window(window), now=now)
+        except Exception:  # a window that cannot be checked must not stop the monitor (it is dropped)
+            log.exception("drift check of %d rows failed; window dropped", len(window))
+            self.state.check_errors += 1
+            self.state.pending = rest
+            self.metrics.checks.labels(outcome="error").inc()
+            return None
+        result.malformed_lines, self.state.malformed_since_check = self.state.malformed_since_check, 0
+        self._warn_foreign_versions(result)
+        before = self.cooldown.to_dict()
+        self.cooldown.apply(result, self.config, now)
+        self.state.cooldown = self.cooldown.to_dict()
+        self.state.pending = rest
+        self.state.checks += 1
+        self.state.last_check_id = result.check_id
+        if result.triggered and self.on_drift is not None:
+            self.state.pending_trigger = result.check_id
+            self.state.cooldown_before_trigger = before
+        result.save(self.checks_dir, with_html=self.write_html)
+        self._prune_reports()
+        self._save_state()
+        if self.state.pending_trigger == result.check_id:
+            self._trigger(result)
+        elif result.triggered:
+            self.state.triggers += 1
+            self.metrics.triggers.inc()
+        self.metrics.observe_check(result)
+        log.info(result.summary())
+        return result
+
+    def _warn_foreign_versions(self, result: DriftResult) -> None:
+        expected = self.reference.model_version
+        for version in result.model_versions:
+            if version and version != expected and version not in self._warned_versions:
+                self._warned_versions.add(version)
+                log.warning("requests from model %s are checked against the reference of model %s; rebuild the "
+                            "reference after promoting a new model", version, expected)
+
+    # -- triggering --
+
+    def _trigger(self, result: DriftResult) -> None:
+        try:
+            assert self.on_drift is not None
+            self.on_drift(result)
+        except Exception as exc:  # the hook is user code: record the failure, keep monitoring
+            log.exception("on_drift failed for check %s; the next drifted window will trigger again",
+                          result.check_id)
+            result.triggered = False
+            result.trigger_error = f"{type(exc).__name__}: {exc}"
+            self.cooldown = Cooldown.from_dict(self.state.cooldown_before_trigger)  # as if it had not triggered
+            self.cooldown.checks_since_trigger += 1 if self.cooldown.last_trigger_unix is not None else 0
+            result.cooldown = self.cooldown.to_dict()
+            result.save(self.checks_dir, with_html=False)
+            self.metrics.trigger_failures.inc()
+        else:
+            self.state.triggers += 1
+            self.metrics.triggers.inc()
+        self.state.cooldown = self.cooldown.to_dict()
+        self.state.pending_trigger = None
+        self.state.cooldown_before_trigger = {}
+        self._save_state()
+
+    def _replay_trigger(self) -> None:
+        check_id = self.state.pending_trigger
+        path = self.checks_dir / f"{check_id}.json"
+        if self.on_drift is not None and path.is_file():
+            log.warning("on_drift did not finish for check %s before the monitor stopped: calling it again", check_id)
+            self._trigger(DriftResult.from_dict(read_json(path)))
+        else:
+            self.state.pending_trigger = None
+
+    # -- housekeeping --
+
+    def _prune_reports(self) -> None:
+        if self.config.keep_reports <= 0:
+            return
+        reports = sorted(self.checks_dir.glob("*.html"))
+        for old in reports[:-self.config.keep_reports]:
+            old.unlink(missing_ok=True)
+
+    def _save_state(self) -> None:
+        self.state.save(self.state_path)
+
+    # -- the loop --
+
+    def live(self) -> bool:
+        """The loop polled recently (``/healthz/live``)."""
+        if self.last_poll is None:
+            return True  # still starting
+        return self.clock() - self.last_poll < max(120.0, 10 * self._poll_seconds)
+
+    def ready(self) -> bool:
+        """The reference is loaded and the log has been read at least once (``/healthz/ready``)."""
+        return self.last_poll is not None
+
+    _poll_seconds = 10.0
+
+    def run_forever(self, poll_seconds: float = 10.0, stop: threading.Event | None = None) -> None:
+        """Poll every ``poll_seconds`` until ``stop`` is set. A missing log is waited for (warned about every
+        minute); other errors of a poll are logged and the loop goes on.
+        """
+        self._poll_seconds = poll_seconds
+        stop = stop or threading.Event()
+        last_warning = 0.0
+        while not stop.is_set():
+            try:
+                self.poll()
+            except ObjectNotFoundError as exc:
+                self.last_poll = self.clock()
+                if self.clock() - last_warning >= 60:
+                    log.warning("%s; waiting for it", exc)
+                    last_warning = self.clock()
+            except Exception:
+                log.exception("drift monitor poll failed; retrying in %.0f s", poll_seconds)
+            stop.wait(poll_seconds)
+        self._save_state()
+
+
+# --- one-shot check ---------------------------------------------------------------------------------------------
+
+#: File names of a one-shot check's outputs.
+RESULT_STEM = "drift_result"
+
+
+def run_drift_check(request_logs: str | Path | Sequence[str | Path], reference: str | Path | Reference,
+                    output_dir: str | Path, config: DriftConfig | None = None, rows: int = 0,
+                    write_html: bool = True) -> DriftResult:
+    """Check the most recent requests of a log once, without state or cooldown (``textclf drift-check``, the
+    ``drift_check_op`` component).
+
+    Args:
+        request_logs: Log file(s) or a directory of ``*.jsonl`` logs (rotated copies are read too).
+        reference: A :class:`Reference` or its location (path, ``file://``, ``s3://``, ``gs://``).
+        output_dir: Where ``drift_result.json`` and ``drift_result.html`` are written (created).
+        config: Drift settings.
+        rows: Check the last ``rows`` requests (0: ``config.window_size``).
+        write_html: Write the HTML report.
+
+    Returns:
+        The result (``triggered`` is always False: acting on it is the caller's decision).
+
+    Raises:
+        ObjectNotFoundError: No request log or reference at the given locations.
+        DataValidationError: Fewer valid rows than ``min_window_size``, or an empty/malformed reference.
+    """
+    from textclf.monitor.reference import load_reference
+
+    config = config or DriftConfig()
+    if not isinstance(reference, Reference):
+        reference = load_reference(reference)
+    paths = [request_logs] if isinstance(request_logs, (str, Path)) else list(request_logs)
+    records, malformed = read_request_log(paths)
+    window = records[-(rows or config.window_size):]
+    if len(window) < config.min_window_size:
+        raise DataValidationError(
+            f"request log {', '.join(map(str, paths))} has {len(records)} valid row(s) ({malformed} malformed line(s) "
+            f"skipped), fewer than min_window_size={config.min_window_size}: nothing checked"
+        )
+    result = DriftDetector(reference, config).check(rows_to_window(window))
+    result.malformed_lines = malformed
+    result.save(output_dir, with_html=write_html, stem=RESULT_STEM)
+    log.info(result.summary())
+    return result
