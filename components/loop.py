@@ -139,6 +139,8 @@ def collect_reports(runs_dir: Path, reports_dir: Path) -> list[Path]:
         if reports_dir in source.parents or not source.is_file():
             continue
         relative = source.relative_to(runs_dir).as_posix()
+        if relative.startswith("registry/") or relative.endswith("evaluate-op/evaluation/report.html"):
+            continue  # copies of reports collected from the pipeline runs
         if source.suffix == ".html" or relative.endswith(("evaluate-op/report", "validate-split-op/report")):
             name = relative.replace("/", "__") + ("" if source.suffix == ".html" else ".html")
             if relative.endswith("validate-split-op/report"):
@@ -228,7 +230,8 @@ def run_loop(config: LoopConfig) -> dict[str, Any]:
                 time.sleep(0.2)
             for result in results:
                 checks.append(result.to_dict())
-                timeline.add(f"monitor check: {result.summary()}")
+                if not result.triggered:  # a triggered check was announced by on_drift already
+                    timeline.add(f"monitor check: {result.summary()}")
     if fired:
         decision = fired[0].details["decision"]
         timeline.add(f"gate: {decision['decision'].upper()}: {decision['reason']}", run=fired[0].run_id)
