@@ -30,9 +30,6 @@ from textclf.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-AG_NEWS_NAMES = {"1": "World", "2": "Sports", "3": "Business", "4": "Sci/Tech"}
-
-
 @dataclass(frozen=True)
 class LoopConfig:
     """Sizes of the demo; every default is in this one place.
@@ -89,20 +86,17 @@ class Timeline:
         return "\n".join(f"{e['t_seconds']:>7.1f}s  {e['event']}" for e in self.events)
 
 
-def read_ag_news(directory: str, split: str) -> pd.DataFrame:
-    frame = pd.read_csv(Path(directory) / f"{split}.csv.gz", dtype=str, keep_default_na=False)
-    return frame.assign(text=frame["title"] + " " + frame["description"], name=frame["label"].map(AG_NEWS_NAMES))
-
-
 def traffic(config: LoopConfig) -> tuple[list[str], list[str]]:
     """(in-distribution texts, shifted texts), ``config.window`` each, from test files only."""
-    test = read_ag_news(config.dataset_uri, "test").sample(frac=1.0, random_state=config.seed)
+    from textclf.ingest.ingest import read_split_texts
+
+    test = read_split_texts(config.dataset_uri, "test").sample(frac=1.0, random_state=config.seed)
     iid = test["text"].iloc[: config.window].tolist()
     rest = test.iloc[config.window:]
     n_arxiv = round(config.window * config.arxiv_share)
-    in_classes = rest[rest["name"].isin(config.shifted_classes)]["text"].iloc[: config.window - n_arxiv].tolist()
-    arxiv = pd.read_csv(Path(config.shift_dataset_uri) / "test.csv.gz", dtype=str, keep_default_na=False)
-    arxiv_texts = (arxiv["title"] + " " + arxiv["abstract"]).sample(n=n_arxiv, random_state=config.seed).tolist()
+    in_classes = rest[rest["label"].isin(config.shifted_classes)]["text"].iloc[: config.window - n_arxiv].tolist()
+    arxiv = read_split_texts(config.shift_dataset_uri, "test")
+    arxiv_texts = arxiv["text"].sample(n=n_arxiv, random_state=config.seed).tolist()
     shifted = pd.Series(in_classes + arxiv_texts).sample(frac=1.0, random_state=config.seed).tolist()
     return iid, shifted
 

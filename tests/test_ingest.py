@@ -135,3 +135,15 @@ def test_gzip_csv_round_trip(tmp_path):
     result = _ingest(data, tmp_path)
     assert result.rows == {"train": 1, "test": 1}
     assert pd.read_parquet(tmp_path / "out" / "train.parquet")["label"].tolist() == ["Business"]
+
+
+def test_read_split_texts_joins_text_columns_and_names_classes_like_the_stage(small_ag_news, tmp_path):
+    from textclf.config import IngestConfig
+    from textclf.ingest import ingest_dataset
+    from textclf.ingest.ingest import read_split_texts
+
+    frame = read_split_texts(small_ag_news, "test")
+    ingest_dataset(IngestConfig(dataset_uri=str(small_ag_news)), tmp_path / "out")
+    staged = pd.read_parquet(tmp_path / "out" / "test.parquet")
+    assert frame["text"].tolist() == staged["text"].tolist() and frame["label"].tolist() == staged["label"].tolist()
+    assert set(frame["label"]) == {"World", "Sports", "Business", "Sci/Tech"}

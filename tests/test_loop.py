@@ -21,7 +21,8 @@ def test_shifted_traffic_mixes_arxiv_abstracts_and_shifts_the_class_prior():
     import pandas as pd
 
     test = pd.read_csv(AG_NEWS / "test.csv.gz", dtype=str, keep_default_na=False)
-    names = dict(zip(test["title"] + " " + test["description"], test["label"], strict=False))
+    names = dict(zip((test["title"].str.strip() + " " + test["description"].str.strip()).str.strip(), test["label"],
+                     strict=False))
     from_ag_news = [names[text] for text in shifted if text in names]
     assert len(from_ag_news) == 150  # 25% of the window came from arXiv
     assert set(from_ag_news) <= {"3", "4"}  # Business and Sci/Tech only

@@ -40,11 +40,12 @@ from textclf.monitor.reference import (
     reference_from_splits,
     save_reference,
 )
+from textclf.ingest.ingest import AG_NEWS_LABELS as AG_NEWS_CLASS_NAMES
 from textclf.provenance import git_commit, package_versions, read_json, write_json
 
 log = logging.getLogger(__name__)
 
-AG_NEWS_LABELS = ("World", "Sports", "Business", "Sci/Tech")
+AG_NEWS_LABELS = tuple(AG_NEWS_CLASS_NAMES.values())
 #: Class prior of the news part of a shifted window (by true label).
 SHIFTED_PRIOR = {"World": 0.10, "Sports": 0.10, "Business": 0.35, "Sci/Tech": 0.45}
 TARGETS = {"detection_rate_min_at_500": 0.95, "false_alarm_rate_max_at_500": 0.05, "seconds_per_check_max_at_5000": 5.0}
@@ -93,12 +94,12 @@ def _reference(splits_dir: Path, onnx_dir: Path, config: DriftConfig, cache_dir:
 def load_pools(onnx_dir: Path, cache_dir: Path, ag_news_dir: Path, arxiv_dir: Path, arxiv_rows: int,
                seed: int) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
     """The AG News test pool and the arXiv pool, with the model's predictions."""
-    news = pd.read_csv(ag_news_dir / "test.csv.gz", dtype=str, keep_default_na=False)
-    news = pd.DataFrame({"text": news["title"] + " " + news["description"],
-                         "true": [AG_NEWS_LABELS[int(v) - 1] for v in news["label"]]})
-    arxiv = pd.read_csv(arxiv_dir / "test.csv.gz", dtype=str, keep_default_na=False)
+    from textclf.ingest.ingest import read_split_texts
+
+    news = read_split_texts(ag_news_dir, "test").rename(columns={"label": "true"})[["text", "true"]]
+    arxiv = read_split_texts(arxiv_dir, "test")
     arxiv = arxiv.sample(n=min(arxiv_rows, len(arxiv)), random_state=seed)
-    arxiv = pd.DataFrame({"text": (arxiv["title"] + " " + arxiv["abstract"]).to_numpy(), "true": "arXiv"})
+    arxiv = pd.DataFrame({"text": arxiv["text"].to_numpy(), "true": "arXiv"})
     news, news_info = _predicted_pool("ag_news_test", news, onnx_dir, cache_dir)
     arxiv, arxiv_info = _predicted_pool("arxiv_cs_test", arxiv, onnx_dir, cache_dir)
     return news, arxiv, {"ag_news_test": {"rows": len(news), **news_info},

@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from textclf.provenance import git_commit, package_versions, write_json
 
@@ -89,8 +88,9 @@ def load_test_texts(dataset_dir: Path, limit: int = TEST_TEXTS) -> list[str]:
     Returns:
         The texts.
     """
-    frame = pd.read_csv(dataset_dir / "test.csv.gz", dtype=str, keep_default_na=False, nrows=limit)
-    return (frame["title"] + " " + frame["description"]).tolist()
+    from textclf.ingest.ingest import read_split_texts
+
+    return read_split_texts(dataset_dir, "test")["text"].head(limit).tolist()
 
 
 def wait_until_ready(process: subprocess.Popen, url: str, timeout_s: float = READY_TIMEOUT_S) -> None:

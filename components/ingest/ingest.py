@@ -251,6 +251,24 @@ def map_labels(path: Path, frame: pd.DataFrame, names: dict[str, str]) -> pd.Dat
     return frame.assign(label=frame["label"].map(names))
 
 
+def read_split_texts(directory: str | Path, split: str,
+                     dataset_format: DatasetFormat = DatasetFormat.AUTO) -> pd.DataFrame:
+    """One split file as ingest reads it, for tools that need texts without running the stage (benchmarks, the
+    ``make loop`` traffic): columns ``row``, ``text`` (the text columns joined) and ``label`` (the class name for
+    formats that name their classes, such as AG News; the raw label otherwise).
+
+    Raises:
+        DataValidationError: A missing file, bad encoding, wrong header or unknown label.
+    """
+    path = find_split_file(Path(directory), split)
+    raw = read_table(path)
+    resolved = detect_format(list(raw.columns), dataset_format)
+    spec = format_spec(resolved, IngestConfig())
+    check_columns(path, raw, spec, resolved)
+    frame = to_canonical(path, raw, spec)
+    return map_labels(path, frame, spec.label_names) if spec.label_names is not None else frame
+
+
 def ingest_dataset(config: IngestConfig, output_dir: str | Path) -> IngestResult:
     """Read ``config.dataset_uri`` and write canonical train/test parquet files to ``output_dir``.
 
