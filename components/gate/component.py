@@ -44,18 +44,17 @@ def gate_op(
         does not work: the task also has the ``decision`` and ``metrics`` outputs). The component fails (rather
         than promoting) when the two evaluations are not on the same test set or a file is missing.
     """
-    import json
     from pathlib import Path
 
     from textclf.gate import GateConfig, decide_from_evaluations
+    from textclf.gate.mcnemar import DECISION_FILE
+    from textclf.provenance import write_json
 
     config = GateConfig(alpha=float(alpha), min_improvement=float(min_improvement))
     production_dir = production_evaluation.path if has_production else None
     result, context = decide_from_evaluations(candidate_evaluation.path, production_dir, config)
     payload = {**result.to_dict(), **context, "has_production": bool(has_production)}
-    out = Path(decision.path)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "decision.json").write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    write_json(Path(decision.path) / DECISION_FILE, payload)
     decision.metadata.update({"decision": result.verdict, "reason": result.reason, "p_value": result.p_value})
     scalars = {
         "candidate_accuracy": result.candidate_accuracy, "production_accuracy": result.production_accuracy,

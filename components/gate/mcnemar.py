@@ -372,3 +372,14 @@ def decide_from_evaluations(
         raise DataValidationError(f"{SAME_TEST_SET}: test_set_sha256 {cand_fp} (candidate) vs {prod_fp} (production)")
     return decide_from_predictions(candidate_dir, production_dir, config), context
 
+
+
+#: The file the gate component writes into its ``decision`` artifact.
+DECISION_FILE = "decision.json"
+
+
+def read_decision(decision_dir: str | Path) -> dict[str, Any]:
+    """The gate's decision (``decision``, ``reason``, the numbers) from the gate component's ``decision`` artifact."""
+    from textclf.provenance import read_json
+
+    return read_json(Path(decision_dir) / DECISION_FILE)

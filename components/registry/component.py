@@ -62,14 +62,14 @@ def promote_op(
     Returns:
         The previous production version ("" if none).
     """
-    import json
     from pathlib import Path
 
     from textclf.deploy.kserve import render_inference_service, write_manifest
+    from textclf.gate import read_decision
     from textclf.registry import ModelRegistry
     from textclf.storage import is_remote
 
-    reason = json.loads((Path(decision.path) / "decision.json").read_text(encoding="utf-8"))["reason"]
+    reason = read_decision(decision.path)["reason"]
     registry = ModelRegistry(registry_uri)
     result = registry.promote(version, reason=f"promotion gate: {reason}")
     storage_uri = registry.artifact_uri(version, "onnx_model").rstrip("/") + "/"
@@ -102,12 +102,10 @@ def archive_op(registry_uri: str, version: str, decision: Input[Artifact]) -> st
     Returns:
         The recorded reason.
     """
-    import json
-    from pathlib import Path
-
+    from textclf.gate import read_decision
     from textclf.registry import ModelRegistry
 
-    reason = json.loads((Path(decision.path) / "decision.json").read_text(encoding="utf-8"))["reason"]
+    reason = read_decision(decision.path)["reason"]
     ModelRegistry(registry_uri).archive(version, reason=f"promotion gate: {reason}")
     print(f"archived {version}: {reason}")
     return reason

@@ -103,12 +103,12 @@ class LocalTrigger:
         arguments = request.pipeline_arguments()
         log.info("retraining locally: %s", request.reason)
         run = run_pipeline_locally(retraining_pipeline, arguments, self.pipeline_root)
-        decision_file = run.run_dir / "gate-op" / "decision" / "decision.json"
         details: dict[str, Any] = {"seconds": run.seconds}
-        if decision_file.is_file():
-            from textclf.provenance import read_json
+        decision_dir = run.run_dir / "gate-op" / "decision"
+        if decision_dir.is_dir():
+            from textclf.gate import read_decision
 
-            details["decision"] = read_json(decision_file)
+            details["decision"] = read_decision(decision_dir)
         return TriggerResult(self.backend, str(run.run_dir), url=run.run_dir.as_uri(), details=details)
 
 
@@ -169,6 +169,14 @@ TRIGGERS: Mapping[TriggerBackend, type] = {
 }
 
 
+def _backend(backend: str | TriggerBackend) -> TriggerBackend:
+    try:
+        return TriggerBackend(backend)
+    except ValueError:
+        raise ConfigError(f"unknown trigger backend {backend!r}: expected one of "
+                          f"{[b.value for b in TriggerBackend]}") from None
+
+
 def make_trigger(backend: str | TriggerBackend, **settings: Any) -> RetrainTrigger:
     """A trigger for ``backend`` built from its settings (``pipeline_root`` for local; ``config`` — a
     ``KubeflowConfig`` or ``VertexPipelineConfig`` — for the others).
@@ -176,11 +184,7 @@ def make_trigger(backend: str | TriggerBackend, **settings: Any) -> RetrainTrigg
     Raises:
         ConfigError: Unknown backend or settings.
     """
-    try:
-        kind = TriggerBackend(backend)
-    except ValueError:
-        raise ConfigError(f"unknown trigger backend {backend!r}: expected one of "
-                          f"{[b.value for b in TriggerBackend]}") from None
+    kind = _backend(backend)
     try:
         return TRIGGERS[kind](**settings)
     except TypeError as exc:
@@ -207,9 +211,7 @@ def trigger_from_env(backend: str | TriggerBackend, environ: Mapping[str, str] |
     import os
 
     env = os.environ if environ is None else environ
-    kind = TriggerBackend(backend) if backend in {b.value for b in TriggerBackend} else None
-    if kind is None:
-        return make_trigger(backend)  # raises the unknown-backend error
+    kind = _backend(backend)
     if kind is TriggerBackend.LOCAL:
         return LocalTrigger(Path(pipeline_root))
     if kind is TriggerBackend.KUBEFLOW:
