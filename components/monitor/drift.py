@@ -75,13 +75,14 @@ WINDOW_COLUMNS = ("text", "label", "confidence")
 
 @dataclass(frozen=True)
 class DomainClassifierSettings:
-    """How the text domain classifier is trained (from :class:`DriftConfig`)."""
+    """How the text domain classifier is trained: the ``domain_*`` fields of :class:`DriftConfig` (which holds the
+    defaults), gathered into one hashable key for memoising and naming the registered test."""
 
-    folds: int = 5
-    features: int = 2**18
-    max_reference: int = 5000
-    seed: int = 42
-    min_auc: float = 0.55
+    folds: int
+    features: int
+    max_reference: int
+    seed: int
+    min_auc: float
 
     @classmethod
     def from_config(cls, config: DriftConfig) -> DomainClassifierSettings:
@@ -112,18 +113,19 @@ def _memoised(key: tuple[Any, ...], compute: Any) -> tuple[float, float]:
 
 
 def domain_classifier_test(reference_texts: pd.Series, current_texts: pd.Series,
-                           settings: DomainClassifierSettings = DomainClassifierSettings()) -> tuple[float, float]:
+                           settings: DomainClassifierSettings | None = None) -> tuple[float, float]:
     """Can a classifier tell window texts from reference texts better than chance?
 
     Args:
         reference_texts: Normalised reference texts.
         current_texts: Normalised window texts.
-        settings: Classifier settings.
+        settings: Classifier settings (default: from ``DriftConfig()``).
 
     Returns:
         ``(p_value, roc_auc)``: one-sided Mann-Whitney U p-value of out-of-fold scores (window > reference) and the
         corresponding ROC AUC (0.5 = indistinguishable).
     """
+    settings = settings or DomainClassifierSettings.from_config(DriftConfig())
     reference_texts = pd.Series(reference_texts, dtype=object)
     current_texts = pd.Series(current_texts, dtype=object)
     key = ("domain", settings, _series_key(reference_texts), _series_key(current_texts))
