@@ -183,7 +183,7 @@ class ExportConfig:
     """ONNX export and its acceptance thresholds.
 
     Attributes:
-        opset: ONNX opset (>= 17; 18 is what the dynamo exporter emits natively).
+        opset: ONNX opset of the exported graph (>= 17).
         max_abs_logit_diff: fp32 ONNX vs PyTorch tolerance on any logit.
         min_int8_agreement: Required share of texts where INT8 and PyTorch agree on the argmax.
     """

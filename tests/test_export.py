@@ -54,6 +54,56 @@ def test_parity_numbers_are_recorded_and_within_tolerance(exported):
     assert meta["sizes_bytes"]["model.int8.onnx"] < 0.8 * meta["sizes_bytes"]["model.onnx"]
 
 
+def test_int8_model_is_fused_and_quantised(exported):
+    """The CPU serving model: ONNX Runtime's fused BERT operators, with INT8 attention and MatMul weights; the
+    fp32 model keeps standard operators only (what Triton's TensorRT path parses)."""
+    import onnx
+
+    int8_ops = {node.op_type for node in onnx.load(str(exported.output_dir / "model.int8.onnx")).graph.node}
+    assert {"QAttention", "EmbedLayerNormalization", "SkipLayerNormalization", "BiasGelu"} <= int8_ops
+    assert "MatMulInteger" in int8_ops and "Attention" not in int8_ops
+    fp32 = onnx.load(str(exported.output_dir / "model.onnx"))
+    assert {op.domain for op in fp32.opset_import} <= {"", "ai.onnx"}
+    meta = read_json(exported.output_dir / "export_metadata.json")
+    assert meta["int8"]["fused_operators"]["Attention"] == 6  # one per MiniLM-L6 layer
+    recipe = meta["int8"]["recipe"]
+    assert recipe["name"] == exported.parity["int8_recipe"] == exported.parity["int8_attempts"][-1]["recipe"]
+    assert exported.parity["int8_attempts"][-1]["int8_argmax_agreement"] == exported.parity["int8_argmax_agreement"]
+
+
+def test_int8_recipes_are_tried_fastest_first_until_one_passes():
+    from textclf.export.export import INT8_RECIPES, first_passing
+
+    fastest, second, most_precise = INT8_RECIPES
+    agreement = {fastest.name: 0.98, second.name: 0.995, most_precise.name: 1.0}
+    chosen, attempts = first_passing(INT8_RECIPES, lambda recipe: agreement[recipe.name], 0.99)
+    assert chosen is second
+    assert attempts == [{"recipe": fastest.name, "int8_argmax_agreement": 0.98},
+                        {"recipe": second.name, "int8_argmax_agreement": 0.995}]
+    chosen, attempts = first_passing(INT8_RECIPES, lambda recipe: 1.0, 0.99)
+    assert chosen is fastest and len(attempts) == 1
+    assert first_passing(INT8_RECIPES, lambda recipe: 0.5, 0.99)[0] is None
+
+
+def test_fp32_down_projection_recipe_keeps_them_fp32(tmp_path, exported, tiny_model):
+    """Each recipe keeps what it says fp32: one MatMul per layer (the FFN down-projection), then the attention too."""
+    import onnx
+
+    from textclf.export.export import INT8_RECIPES, optimize_for_cpu, quantize_int8
+    from transformers import AutoConfig
+
+    fused = tmp_path / "fused.onnx"
+    optimize_for_cpu(exported.output_dir / "model.onnx", fused, AutoConfig.from_pretrained(tiny_model))
+    fp32_ops = []
+    for recipe in INT8_RECIPES:
+        quantize_int8(fused, tmp_path / f"{recipe.name}.onnx", recipe)
+        ops = [node.op_type for node in onnx.load(str(tmp_path / f"{recipe.name}.onnx")).graph.node]
+        fp32_ops.append((ops.count("MatMul"), ops.count("Attention"), ops.count("QAttention")))
+    assert fp32_ops[1][0] - fp32_ops[0][0] == 6  # six down-projections
+    assert [attention for _, attention, _ in fp32_ops] == [0, 0, 6]
+    assert [quantised for _, _, quantised in fp32_ops] == [6, 6, 0]
+
+
 def test_export_dir_is_servable_without_torch(exported):
     """What serving needs: onnxruntime + tokenizers only, batch and sequence sizes free."""
     import onnxruntime as ort

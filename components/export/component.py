@@ -11,6 +11,7 @@ def export_op(
     model: Input[Model],
     evaluation: Input[Artifact],
     opset: int,
+    min_int8_agreement: float,
     onnx_model: Output[Model],
     parity: Output[Metrics],
 ) -> float:
@@ -20,13 +21,14 @@ def export_op(
         model: Output of the train component.
         evaluation: Output of the evaluate component (its ``parity_texts.parquet`` holds 256 test texts).
         opset: ONNX opset (>= 17).
+        min_int8_agreement: The INT8 gate: least share of test texts on which INT8 and PyTorch agree (0.99).
         onnx_model: Output directory: ``model.onnx``, ``model.int8.onnx``, tokenizer, ``labels.json``,
             ``export_metadata.json``; the serving predictor loads it.
         parity: Parity numbers: fp32 max |logit difference| and INT8 argmax agreement with PyTorch.
 
     Returns:
         The INT8 argmax agreement with PyTorch. The component fails (and writes nothing) if fp32 differs by more
-        than 1e-3 or INT8 agrees on fewer than 99% of the texts.
+        than 1e-3 or INT8 agrees on fewer than ``min_int8_agreement`` of the texts.
     """
     import os
 
@@ -34,11 +36,12 @@ def export_op(
     from textclf.export import export_model
 
     result = export_model(
-        model.path, os.path.join(evaluation.path, "parity_texts.parquet"), ExportConfig(opset=int(opset)),
+        model.path, os.path.join(evaluation.path, "parity_texts.parquet"), ExportConfig(opset=int(opset), min_int8_agreement=float(min_int8_agreement)),
         onnx_model.path,
     )
     for name in ("fp32_max_abs_logit_diff", "int8_max_abs_logit_diff", "int8_argmax_agreement"):
         parity.log_metric(name, float(result.parity[name]))
         onnx_model.metadata[name] = float(result.parity[name])
-    onnx_model.metadata.update({"format": "onnx", "opset": int(opset), "files": ["model.onnx", "model.int8.onnx"]})
+    onnx_model.metadata.update({"format": "onnx", "opset": int(opset), "files": ["model.onnx", "model.int8.onnx"],
+                                "int8_recipe": result.parity["int8_recipe"]})
     return float(result.parity["int8_argmax_agreement"])

@@ -1,5 +1,13 @@
 """Export: ONNX (fp32) and dynamically quantised INT8 models, checked for parity against PyTorch.
 
+``model.onnx`` is the plain graph (standard ONNX operators only: what Triton's ONNX Runtime and TensorRT backends
+take). ``model.int8.onnx``, the CPU serving model, is built from a copy that ONNX Runtime's transformer optimiser
+has fused (one ``Attention`` node per layer, ``EmbedLayerNormalization``, ``SkipLayerNormalization``, ``BiasGelu``),
+then quantised by the first of :data:`INT8_RECIPES` that passes the parity gate. Measured on MiniLM-L6 fine-tuned on 6,000 AG News rows, 2 CPU cores, AG News test texts (mean 52
+tokens): the fused INT8 graph ran 7.2 ms per single text and 145 texts/s in length-sorted batches of 32, against
+10.6 ms and 110 texts/s for the INT8 model of the unfused graph, both at 99.7% argmax agreement with the fp32 model
+on 1,000 test texts.
+
 Output layout (a directory, written atomically; everything the serving predictor needs and nothing that needs
 torch): ``model.onnx``, ``model.int8.onnx``, ``tokenizer.json`` (+ ``tokenizer_config.json``), ``labels.json`` and
 ``export_metadata.json`` (export spec, parity numbers, sha256 of each file, source model metadata).
@@ -10,6 +18,7 @@ from __future__ import annotations
 import logging
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,11 +37,39 @@ log = logging.getLogger(__name__)
 FP32_FILE = "model.onnx"
 INT8_FILE = "model.int8.onnx"
 METADATA_FILE = "export_metadata.json"
-#: Quantised: MatMuls with constant weights (per output channel). Kept fp32: the embedding tables, the classifier
-#: Gemm and the FFN down-projections (see :func:`down_projection_nodes`). Measured on MiniLM-L6 fine-tuned on all
-#: AG News rows: also quantising the embedding tables (34 MB instead of 69 MB) dropped INT8 argmax agreement with
-#: PyTorch on 256 test texts from 99.2% to 98.4%, below the 99% gate.
-INT8_OP_TYPES = ("MatMul",)
+
+
+@dataclass(frozen=True)
+class Int8Recipe:
+    """One way of quantising the fused graph (weights INT8 per output channel, activations quantised on the fly).
+
+    Kept fp32 by every recipe: the embedding tables (``EmbedLayerNormalization``; quantising them dropped INT8 argmax
+    agreement with PyTorch from 99.2% to 98.4% on the full-data model) and the classifier ``Gemm``.
+
+    Attributes:
+        name: Recorded in ``export_metadata.json``.
+        op_types: Operators quantised: ``MatMul`` (constant weights only) and ``Attention`` (its packed QKV
+            projection).
+        fp32_down_projections: Keep the feed-forward down-projections fp32. Their inputs come straight from GELU,
+            heavy-tailed activations that per-tensor dynamic quantisation handles worst.
+    """
+
+    name: str
+    op_types: tuple[str, ...]
+    fp32_down_projections: bool
+
+
+#: Tried in order, fastest first; the first whose INT8 model passes the parity gate is kept. Measured on MiniLM-L6
+#: (6,000 AG News rows, 2 CPU cores, length-sorted batches of 32; argmax agreement with fp32 on 1,000 test texts):
+#: ``all`` 180 texts/s at 99.3%, ``fp32-down-projections`` 152 at 99.3%, MatMuls alone (attention fp32) 156 at
+#: 98.9%. On a barely trained model (300 rows, one epoch: near-tied logits) the first two agreed on 96 of 100 texts:
+#: the fused Attention's packed QKV weight is quantised per tensor, not per channel, so the last recipe keeps the
+#: attention projections fp32 as well.
+INT8_RECIPES = (
+    Int8Recipe("all", ("MatMul", "Attention"), fp32_down_projections=False),
+    Int8Recipe("fp32-down-projections", ("MatMul", "Attention"), fp32_down_projections=True),
+    Int8Recipe("fp32-attention-and-down-projections", ("MatMul",), fp32_down_projections=True),
+)
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
 
 
@@ -92,34 +129,67 @@ class _LogitsOnly:
 
 
 def export_onnx(model: Any, tokenizer: Any, path: Path, spec: OnnxSpec, opset: int) -> None:
-    """Export with the dynamo exporter, every axis in ``spec`` dynamic."""
+    """Export with the TorchScript exporter, every axis in ``spec`` dynamic.
+
+    The TorchScript exporter, not the dynamo one: ONNX Runtime's transformer optimiser recognises the attention
+    subgraph it writes for eager attention (and fuses it, see :func:`optimize_for_cpu`), but not the graph the
+    dynamo exporter writes (measured with torch 2.13 and onnxruntime 1.31: no Attention fused, with SDPA or eager).
+    ``model`` must have been loaded with ``attn_implementation="eager"`` (as :func:`export_model` does).
+    """
+    import warnings
+
     import torch
 
     sample = tokenizer(["a short sample text", "a somewhat longer sample text for tracing"], padding=True,
                        return_tensors="pt")
-    dims = {name: torch.export.Dim(name) for axes in spec.inputs.values() for name in axes.values()}
-    dynamic_shapes = {name: {axis: dims[dim] for axis, dim in axes.items()} for name, axes in spec.inputs.items()}
-    program = torch.onnx.export(
-        _LogitsOnly(model),
-        tuple(sample[name] for name in spec.input_names),
-        input_names=spec.input_names,
-        output_names=spec.output_names,
-        opset_version=opset,
-        dynamo=True,
-        dynamic_shapes=dynamic_shapes,
-        optimize=True,
-        verbose=False,
+    dynamic_axes = {name: dict(axes) for name, axes in {**spec.inputs, **spec.outputs}.items()}
+    with warnings.catch_warnings():
+        # The exporter's deprecation notice and tracer warnings about Python-side shape arithmetic; the dynamic
+        # axes are checked by the parity check (texts of different lengths, one at a time).
+        warnings.simplefilter("ignore", category=DeprecationWarning)
+        warnings.simplefilter("ignore", category=torch.jit.TracerWarning)
+        warnings.simplefilter("ignore", category=UserWarning)
+        torch.onnx.export(
+            _LogitsOnly(model),
+            tuple(sample[name] for name in spec.input_names),
+            str(path),
+            input_names=spec.input_names,
+            output_names=spec.output_names,
+            opset_version=opset,
+            dynamo=False,
+            dynamic_axes=dynamic_axes,
+            do_constant_folding=True,
+        )
+
+
+def optimize_for_cpu(source: Path, target: Path, model_config: Any) -> dict[str, int]:
+    """ONNX Runtime's transformer optimiser: fuse attention, embeddings + layer norm, skip + layer norm, bias + GELU.
+
+    Only graph fusions into ONNX Runtime (``com.microsoft``) operators; no hardware-specific rewrites are baked in
+    (``opt_level=0``), so the file runs on any ONNX Runtime CPU build that has the contrib operators.
+
+    Args:
+        source: The plain fp32 graph.
+        target: Where the fused fp32 graph is written.
+        model_config: The Hugging Face config (``num_attention_heads``, ``hidden_size``).
+
+    Returns:
+        Fused operator -> count (``Attention`` is 0 when the architecture is not BERT-like; the graph is then only
+        partly fused and still correct).
+    """
+    from onnxruntime.transformers import optimizer
+
+    fused = optimizer.optimize_model(
+        str(source), model_type="bert", num_heads=int(model_config.num_attention_heads),
+        hidden_size=int(model_config.hidden_size), opt_level=0,
     )
-    program.save(str(path), external_data=False)
+    fused.save_model_to_file(str(target))
+    return {name: count for name, count in fused.get_fused_operator_statistics().items() if count}
 
 
 def down_projection_nodes(model: Any) -> list[str]:
-    """Names of MatMul nodes whose constant weight maps a wide input to a narrow output (rows >= 2 x columns).
-
-    In a transformer encoder these are the feed-forward down-projections, whose inputs come straight from GELU:
-    heavy-tailed activations that per-tensor dynamic INT8 quantisation handles worst. Measured on MiniLM-L6 fine-
-    tuned on AG News: quantising them flipped the argmax of 3 of 256 test texts; keeping them fp32 flipped 1.
-    """
+    """Names of MatMul nodes whose constant weight maps a wide input to a narrow output (rows >= 2 x columns): in a
+    transformer encoder, the feed-forward down-projections."""
     from onnx import numpy_helper
 
     shapes = {init.name: numpy_helper.to_array(init).shape for init in model.graph.initializer}
@@ -132,30 +202,47 @@ def down_projection_nodes(model: Any) -> list[str]:
     return names
 
 
-def quantize_int8(source: Path, target: Path) -> None:
-    """Dynamic INT8 quantisation (weights per channel, activations on the fly) with onnxruntime."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-    from onnxruntime.quantization.shape_inference import quant_pre_process
+def quantize_int8(source: Path, target: Path, recipe: Int8Recipe) -> None:
+    """Dynamic INT8 quantisation with onnxruntime, as ``recipe`` says.
 
+    Args:
+        source: The fused fp32 graph (:func:`optimize_for_cpu`).
+        target: Where the INT8 graph is written.
+        recipe: What is quantised.
+    """
     import onnx
+    from onnx import TensorProto
+    from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    # The dynamo exporter annotates intermediate shapes that onnx's shape inference (run by the quantiser) then
-    # contradicts; dropping the annotations lets the quantiser re-infer them from scratch.
-    model = onnx.load(str(source))
-    del model.graph.value_info[:]
-    cleared = target.with_suffix(".cleared.onnx")
-    prepared = target.with_suffix(".prep.onnx")
-    onnx.save(model, str(cleared))
-    try:
-        quant_pre_process(str(cleared), str(prepared), skip_symbolic_shape=True)
-        quantize_dynamic(
-            str(prepared), str(target), weight_type=QuantType.QInt8, per_channel=True,
-            op_types_to_quantize=list(INT8_OP_TYPES), nodes_to_exclude=down_projection_nodes(onnx.load(str(prepared))),
-            extra_options={"MatMulConstBOnly": True},
-        )
-    finally:
-        cleared.unlink(missing_ok=True)
-        prepared.unlink(missing_ok=True)
+    excluded = down_projection_nodes(onnx.load(str(source))) if recipe.fp32_down_projections else []
+    quantize_dynamic(
+        str(source), str(target), weight_type=QuantType.QInt8, per_channel=True,
+        op_types_to_quantize=list(recipe.op_types), nodes_to_exclude=excluded,
+        # DefaultTensorType: onnx shape inference cannot type the outputs of the fused com.microsoft operators.
+        extra_options={"MatMulConstBOnly": True, "DefaultTensorType": TensorProto.FLOAT},
+    )
+
+
+def first_passing(
+    recipes: tuple[Int8Recipe, ...], agreement_of: Callable[[Int8Recipe], float], min_agreement: float
+) -> tuple[Int8Recipe | None, list[dict[str, Any]]]:
+    """Try ``recipes`` in order until one reaches ``min_agreement``.
+
+    Args:
+        recipes: Candidates, fastest first.
+        agreement_of: Builds a recipe's INT8 model and returns its argmax agreement with PyTorch.
+        min_agreement: The parity gate.
+
+    Returns:
+        The first passing recipe (``None`` if none passes) and every attempt's ``{"recipe", "int8_argmax_agreement"}``.
+    """
+    attempts = []
+    for recipe in recipes:
+        agreement = agreement_of(recipe)
+        attempts.append({"recipe": recipe.name, "int8_argmax_agreement": agreement})
+        if agreement >= min_agreement:
+            return recipe, attempts
+    return None, attempts
 
 
 def onnx_logits(path: Path, tokenizer: Any, texts: list[str], max_length: int, spec: OnnxSpec) -> np.ndarray:
@@ -171,20 +258,11 @@ def onnx_logits(path: Path, tokenizer: Any, texts: list[str], max_length: int, s
     return np.stack(rows)
 
 
-def parity_check(
-    model: Any, tokenizer: Any, fp32: Path, int8: Path, texts: list[str], max_length: int, spec: OnnxSpec
-) -> dict[str, Any]:
-    """Compare ONNX fp32 and INT8 with PyTorch on the same texts (each text alone, no padding)."""
-    reference = np.concatenate([predict_logits(model, tokenizer, [t], 1, max_length) for t in texts])
-    fp32_logits = onnx_logits(fp32, tokenizer, texts, max_length, spec)
-    int8_logits = onnx_logits(int8, tokenizer, texts, max_length, spec)
-    reference_argmax = reference.argmax(-1)
+def logit_agreement(logits: np.ndarray, reference: np.ndarray) -> dict[str, float]:
+    """Max |logit difference| and argmax agreement of ``logits`` against ``reference``."""
     return {
-        "texts": len(texts),
-        "fp32_max_abs_logit_diff": float(np.abs(fp32_logits - reference).max()),
-        "fp32_argmax_agreement": float((fp32_logits.argmax(-1) == reference_argmax).mean()),
-        "int8_max_abs_logit_diff": float(np.abs(int8_logits - reference).max()),
-        "int8_argmax_agreement": float((int8_logits.argmax(-1) == reference_argmax).mean()),
+        "max_abs_logit_diff": float(np.abs(logits - reference).max()),
+        "argmax_agreement": float((logits.argmax(-1) == reference.argmax(-1)).mean()),
     }
 
 
@@ -214,7 +292,8 @@ def export_model(
     model_meta = read_json(model_dir / "textclf_metadata.json")
     max_length = int(model_meta["max_length"])
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
+    # Eager attention: the pattern ONNX Runtime's optimiser fuses (see export_onnx); same weights, same logits.
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir, attn_implementation="eager").eval()
     texts = pd.read_parquet(parity_texts_path)["text"].tolist()
     if not texts:
         raise ParityError(f"{parity_texts_path}: no texts for the parity check")
@@ -222,20 +301,46 @@ def export_model(
     with atomic_directory(output_dir) as staging:
         started = time.perf_counter()
         export_onnx(model, tokenizer, staging / FP32_FILE, spec, config.opset)
-        quantize_int8(staging / FP32_FILE, staging / INT8_FILE)
+        reference = np.concatenate([predict_logits(model, tokenizer, [t], 1, max_length) for t in texts])
+        fp32 = logit_agreement(onnx_logits(staging / FP32_FILE, tokenizer, texts, max_length, spec), reference)
+        int8_results: dict[str, dict[str, float]] = {}
+
+        def int8_agreement(recipe: Int8Recipe) -> float:
+            quantize_int8(fused, staging / INT8_FILE, recipe)
+            logits = onnx_logits(staging / INT8_FILE, tokenizer, texts, max_length, spec)
+            int8_results[recipe.name] = logit_agreement(logits, reference)
+            return int8_results[recipe.name]["argmax_agreement"]
+
+        fused = staging / ".model.fused.onnx"  # intermediate: removed below, and with staging on failure
+        try:
+            fused_operators = optimize_for_cpu(staging / FP32_FILE, fused, model.config)
+            # The fp32 gate does not depend on the recipe: no INT8 model is built when it fails.
+            passed_fp32 = fp32["max_abs_logit_diff"] <= config.max_abs_logit_diff
+            recipe, attempts = (
+                first_passing(INT8_RECIPES, int8_agreement, config.min_int8_agreement) if passed_fp32 else (None, [])
+            )
+        finally:
+            fused.unlink(missing_ok=True)
         export_seconds = time.perf_counter() - started
-        parity = parity_check(model, tokenizer, staging / FP32_FILE, staging / INT8_FILE, texts, max_length, spec)
-        parity.update(
-            max_abs_logit_diff_allowed=config.max_abs_logit_diff,
-            min_int8_agreement_required=config.min_int8_agreement,
-            passed=parity["fp32_max_abs_logit_diff"] <= config.max_abs_logit_diff
-            and parity["int8_argmax_agreement"] >= config.min_int8_agreement,
-        )
+        int8 = int8_results[recipe.name if recipe else attempts[-1]["recipe"]] if attempts else {}
+        parity = {
+            "texts": len(texts),
+            "fp32_max_abs_logit_diff": fp32["max_abs_logit_diff"],
+            "fp32_argmax_agreement": fp32["argmax_agreement"],
+            "int8_max_abs_logit_diff": int8.get("max_abs_logit_diff"),
+            "int8_argmax_agreement": int8.get("argmax_agreement"),
+            "int8_recipe": recipe.name if recipe else None,
+            "int8_attempts": attempts,
+            "max_abs_logit_diff_allowed": config.max_abs_logit_diff,
+            "min_int8_agreement_required": config.min_int8_agreement,
+            "passed": recipe is not None,
+        }
         if not parity["passed"]:
+            tried = ", ".join(f"{a['recipe']} {a['int8_argmax_agreement']:.2%}" for a in attempts) or "none built"
             raise ParityError(
                 f"ONNX parity check failed on {parity['texts']} test texts: fp32 max |dlogit| "
                 f"{parity['fp32_max_abs_logit_diff']:.2e} (allowed {config.max_abs_logit_diff:.0e}), INT8 argmax "
-                f"agreement {parity['int8_argmax_agreement']:.2%} (required {config.min_int8_agreement:.0%})"
+                f"agreement by recipe: {tried} (required {config.min_int8_agreement:.0%})"
             )
         tokenizer.save_pretrained(staging / ".tokenizer")
         for name in TOKENIZER_FILES:
@@ -250,6 +355,7 @@ def export_model(
                 "files": {name: sha256_file(staging / name) for name in (FP32_FILE, INT8_FILE)},
                 "sizes_bytes": {name: (staging / name).stat().st_size for name in (FP32_FILE, INT8_FILE)},
                 "parity": parity,
+                "int8": {"fused_operators": fused_operators, "recipe": asdict(recipe)},
                 "export_seconds": export_seconds,
                 "config": asdict(config),
                 "labels": model_meta["labels"],

@@ -52,6 +52,7 @@ def retraining_pipeline(
     checkpoint_root: str = "",
     seed: int = _SPLIT.seed,
     opset: int = _EXPORT.opset,
+    min_int8_agreement: float = _EXPORT.min_int8_agreement,
     alpha: float = _GATE.alpha,
     min_improvement: float = _GATE.min_improvement,
     inference_service_name: str = "textclf",
@@ -68,6 +69,7 @@ def retraining_pipeline(
         max_invalid_fraction=max_invalid_fraction, base_model=base_model, method=method, epochs=epochs,
         batch_size=batch_size, learning_rate=learning_rate, max_length=max_length, checkpoint_steps=checkpoint_steps,
         early_stopping_patience=early_stopping_patience, checkpoint_root=checkpoint_root, seed=seed, opset=opset,
+        min_int8_agreement=min_int8_agreement,
     )
     production = evaluate_production_op(registry_uri=registry_uri, splits=steps.split.outputs["splits"])
     production.set_display_name("evaluate-production").set_memory_limit("8G").set_caching_options(False)

@@ -41,7 +41,8 @@ def add_model_steps(train_component: Any, gpu: bool, *, dataset_uri: Any, new_ro
                     dataset_format: Any, text_columns: Any, label_column: Any, validation_fraction: Any,
                     max_train_rows: Any, max_test_rows: Any, max_invalid_fraction: Any, base_model: Any, method: Any,
                     epochs: Any, batch_size: Any, learning_rate: Any, max_length: Any, checkpoint_steps: Any,
-                    early_stopping_patience: Any, checkpoint_root: Any, seed: Any, opset: Any) -> ModelSteps:
+                    early_stopping_patience: Any, checkpoint_root: Any, seed: Any, opset: Any,
+                    min_int8_agreement: Any) -> ModelSteps:
     """Add ingest -> validate/split -> train -> evaluate -> export to the pipeline being defined (called inside a
     ``@dsl.pipeline`` function; the arguments are its parameters). Shared by the training and retraining
     pipelines, so both build a model the same way."""
@@ -66,7 +67,8 @@ def add_model_steps(train_component: Any, gpu: bool, *, dataset_uri: Any, new_ro
         train.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(1)
     evaluate = evaluate_op(model=train.outputs["model"], splits=split.outputs["splits"])
     evaluate.set_display_name("evaluate").set_memory_limit("8G")
-    export = export_op(model=train.outputs["model"], evaluation=evaluate.outputs["evaluation"], opset=opset)
+    export = export_op(model=train.outputs["model"], evaluation=evaluate.outputs["evaluation"], opset=opset,
+                       min_int8_agreement=min_int8_agreement)
     export.set_display_name("export").set_memory_limit("8G")
     return ModelSteps(ingest, split, train, evaluate, export)
 
@@ -107,6 +109,7 @@ def build_training_pipeline(gpu: bool = False) -> Any:
         checkpoint_root: str = "",
         seed: int = _SPLIT.seed,
         opset: int = _EXPORT.opset,
+        min_int8_agreement: float = _EXPORT.min_int8_agreement,
         registry_uri: str = "",
         registry_notes: str = "",
     ) -> TrainingOutputs:
@@ -120,7 +123,7 @@ def build_training_pipeline(gpu: bool = False) -> Any:
             max_test_rows=max_test_rows, max_invalid_fraction=max_invalid_fraction, base_model=base_model,
             method=method, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, max_length=max_length,
             checkpoint_steps=checkpoint_steps, early_stopping_patience=early_stopping_patience,
-            checkpoint_root=checkpoint_root, seed=seed, opset=opset,
+            checkpoint_root=checkpoint_root, seed=seed, opset=opset, min_int8_agreement=min_int8_agreement,
         )
         train, evaluate, export = steps.train, steps.evaluate, steps.export
         with dsl.If(registry_uri != "", name="register-requested"):
