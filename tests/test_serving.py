@@ -651,3 +651,24 @@ def test_serve_without_the_sagemaker_arguments_says_what_is_missing(monkeypatch)
     monkeypatch.setenv("TEXTCLF_SERVING_ARGS", "--model-dir='/opt/ml/model' --no-grpc")
     assert resolve_argv(["serve"]) == ["--model-dir=/opt/ml/model", "--no-grpc"]
     assert resolve_argv(["--model-dir", "x"]) == ["--model-dir", "x"]
+
+
+def test_serve_benchmark_measures_the_model_alone_and_relates_the_server_to_it(exported_tiny_model, ag_news_texts):
+    """The no-HTTP ceiling in ``make bench-serve``: real runs of the bundle's INT8 model, and the summary's share of
+    it (a server can come close to the ceiling, never far above it)."""
+    from textclf.benchmarks.serve_bench import measure_model_alone, summarise
+
+    alone = measure_model_alone(exported_tiny_model, ag_news_texts * 4, "int8", seconds=0.5)
+    assert alone["single_texts_per_s"] > 0 and alone["batch32_texts_per_s"] > 0
+    assert alone["single_text_ms"] == pytest.approx(1000.0 / alone["single_texts_per_s"])
+
+    def run(rps: float, p50: float) -> dict:
+        return {"throughput_rps": rps, "errors": 0, "latency_ms": {"p50": p50, "p95": p50, "p99": p50}}
+
+    servers = {"onnx-int8": {"1": run(100.0, 9.0), "8": run(120.0, 60.0), "32": run(130.0, 240.0)},
+               "hf-pytorch-fp32": {"1": run(40.0, 25.0), "8": run(40.0, 200.0), "32": run(40.0, 800.0)}}
+    summary = summarise(servers, {"batch32_texts_per_s": 260.0})
+    assert summary["int8_speedup_over_baseline_at_c32"] == pytest.approx(3.25)
+    assert summary["int8_share_of_model_alone_batch32_at_c32"] == pytest.approx(0.5)
+    assert summary["targets"] == {"int8_speedup_at_c32_ge_4x": False, "int8_throughput_at_c32_ge_300_rps": False,
+                                  "int8_p50_at_c1_le_10ms": True, "zero_errors": True}
