@@ -23,7 +23,7 @@ from textclf.validate import validate_and_split
 
 
 def measure_throughput(dataset_uri: str, rows: int, methods: tuple[TrainMethod, ...]) -> dict[str, Any]:
-    """Samples/s of each method on the same ``rows`` training rows, batch 32, one epoch."""
+    """Samples/s of each method on the same ``rows`` training rows, default batch size, one epoch."""
     results = {}
     with tempfile.TemporaryDirectory(prefix="textclf-bench-") as tmp:
         work = Path(tmp)
@@ -40,6 +40,7 @@ def measure_throughput(dataset_uri: str, rows: int, methods: tuple[TrainMethod, 
                 "train_runtime_seconds": result.summary["train_runtime_seconds"],
                 "stage_wall_seconds": time.perf_counter() - started,
                 "learning_rate": config.effective_learning_rate,
+                "batch_size": config.batch_size,
             }
     return results
 
