@@ -303,6 +303,7 @@ def export_model(
         export_onnx(model, tokenizer, staging / FP32_FILE, spec, config.opset)
         reference = np.concatenate([predict_logits(model, tokenizer, [t], 1, max_length) for t in texts])
         fp32 = logit_agreement(onnx_logits(staging / FP32_FILE, tokenizer, texts, max_length, spec), reference)
+        fused = staging / ".model.fused.onnx"  # intermediate: removed below, and with staging on failure
         int8_results: dict[str, dict[str, float]] = {}
 
         def int8_agreement(recipe: Int8Recipe) -> float:
@@ -311,18 +312,17 @@ def export_model(
             int8_results[recipe.name] = logit_agreement(logits, reference)
             return int8_results[recipe.name]["argmax_agreement"]
 
-        fused = staging / ".model.fused.onnx"  # intermediate: removed below, and with staging on failure
-        try:
-            fused_operators = optimize_for_cpu(staging / FP32_FILE, fused, model.config)
-            # The fp32 gate does not depend on the recipe: no INT8 model is built when it fails.
-            passed_fp32 = fp32["max_abs_logit_diff"] <= config.max_abs_logit_diff
-            recipe, attempts = (
-                first_passing(INT8_RECIPES, int8_agreement, config.min_int8_agreement) if passed_fp32 else (None, [])
-            )
-        finally:
-            fused.unlink(missing_ok=True)
+        recipe, attempts, fused_operators = None, [], {}
+        # The fp32 gate does not depend on the recipe: when it fails, no INT8 model is built at all.
+        if fp32["max_abs_logit_diff"] <= config.max_abs_logit_diff:
+            try:
+                fused_operators = optimize_for_cpu(staging / FP32_FILE, fused, model.config)
+                recipe, attempts = first_passing(INT8_RECIPES, int8_agreement, config.min_int8_agreement)
+            finally:
+                fused.unlink(missing_ok=True)
         export_seconds = time.perf_counter() - started
-        int8 = int8_results[recipe.name if recipe else attempts[-1]["recipe"]] if attempts else {}
+        # first_passing stops at the first pass, so the last attempt is the kept recipe (or the last one tried).
+        int8 = int8_results[attempts[-1]["recipe"]] if attempts else {}
         parity = {
             "texts": len(texts),
             "fp32_max_abs_logit_diff": fp32["max_abs_logit_diff"],
