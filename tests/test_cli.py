@@ -54,3 +54,23 @@ def test_compile_check_passes_on_committed_yaml():
     result = textclf("compile", "--check")
     assert result.returncode == 0, result.stderr
     assert "all compiled pipelines are current" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [(["--epochs", "0"], "invalid epochs: 0.0"), (["--batch-size", "0"], "invalid batch_size: 0")],
+)
+def test_bench_train_rejects_bad_settings_before_any_work(tmp_path, flags, message):
+    output = tmp_path / "bench_train.json"
+    result = textclf("bench-train", *flags, "--output", str(output), "--runs-dir", str(tmp_path / "runs"))
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr
+    assert not output.exists() and not (tmp_path / "runs").exists()
+
+
+def test_bench_train_target_counts_only_one_epoch_runs():
+    from textclf.benchmarks.train_bench import ACCURACY_TARGET, meets_accuracy_target
+
+    assert meets_accuracy_target(ACCURACY_TARGET, 1.0)
+    assert not meets_accuracy_target(ACCURACY_TARGET - 1e-4, 1.0)
+    assert not meets_accuracy_target(0.99, 2.0)  # more epochs than the target allows never count

@@ -2,8 +2,10 @@
 
 1. Throughput: ``full`` and ``lora`` each train on the same ``throughput_rows`` AG News rows (no validation
    passes inside the timed loop); samples/s is the Trainer's own count over its training wall time.
-2. Accuracy: the training pipeline runs locally (kfp.local) on every training row for one epoch with the default
-   (``full``) method and is scored on the complete 7,600-row test set; its ONNX export and parity check run too.
+2. Accuracy: the training pipeline runs locally (kfp.local) on every training row with the default (``full``)
+   method and is scored on the complete 7,600-row test set; its ONNX export and parity check run too. The target
+   (issue 2) is for one epoch at any batch size; ``epochs`` and ``batch_size`` can be changed to measure what another
+   setting reaches, and such a run never counts as meeting the target.
 """
 
 from __future__ import annotations
@@ -45,8 +47,38 @@ def measure_throughput(dataset_uri: str, rows: int, methods: tuple[TrainMethod, 
     return results
 
 
-def run_train_benchmark(dataset_uri: str, output: Path, runs_dir: Path, throughput_rows: int) -> dict[str, Any]:
-    """Run both parts and write the JSON to ``output``."""
+#: Issue 2's target: full-test-set accuracy after one epoch on every training row.
+ACCURACY_TARGET = 0.925
+TARGET_EPOCHS = 1.0
+TFIDF_LINEAR_SVM_BASELINE_ACCURACY = 0.912
+
+
+def meets_accuracy_target(test_accuracy: float, epochs: float) -> bool:
+    """Whether a full-data run meets the target: the accuracy, reached in the target's number of epochs."""
+    return epochs == TARGET_EPOCHS and test_accuracy >= ACCURACY_TARGET
+
+
+def run_train_benchmark(
+    dataset_uri: str,
+    output: Path,
+    runs_dir: Path,
+    throughput_rows: int,
+    epochs: float = TARGET_EPOCHS,
+    batch_size: int = TrainConfig.batch_size,
+) -> dict[str, Any]:
+    """Run both parts and write the JSON to ``output``.
+
+    Args:
+        dataset_uri: AG News dataset directory or object-store prefix.
+        output: The JSON file written.
+        runs_dir: Where the local pipeline run and its resumable checkpoints go.
+        throughput_rows: Training rows per throughput measurement.
+        epochs: Epochs of the full-data run (the target is for 1).
+        batch_size: Batch size of the full-data run (throughput is always measured at the default).
+
+    Returns:
+        What was written to ``output``.
+    """
     from textclf.pipelines.local import run_training_locally
 
     started = time.perf_counter()
@@ -54,8 +86,8 @@ def run_train_benchmark(dataset_uri: str, output: Path, runs_dir: Path, throughp
     arguments = {
         "dataset_uri": dataset_uri,
         "method": TrainMethod.FULL.value,
-        "epochs": 1.0,
-        "batch_size": TrainConfig.batch_size,
+        "epochs": float(epochs),
+        "batch_size": int(batch_size),
         "max_train_rows": 0,
         "max_test_rows": 0,
         "checkpoint_steps": 200,
@@ -70,7 +102,8 @@ def run_train_benchmark(dataset_uri: str, output: Path, runs_dir: Path, throughp
         "throughput": throughput,
         "full_data_run": {
             "method": TrainMethod.FULL.value,
-            "epochs": 1.0,
+            "epochs": float(epochs),
+            "batch_size": int(batch_size),
             "train_rows": metrics["train_rows"],
             "validation_rows_held_out": metrics["validation_rows"],
             "test_rows": metrics["test_rows"],
@@ -83,11 +116,15 @@ def run_train_benchmark(dataset_uri: str, output: Path, runs_dir: Path, throughp
             "onnx_parity": metrics["onnx_parity"],
             "run_dir": summary["run_dir"],
         },
-        "targets": {"test_accuracy": 0.925, "tfidf_linear_svm_baseline_accuracy": 0.912},
+        "targets": {
+            "test_accuracy": ACCURACY_TARGET,
+            "epochs": TARGET_EPOCHS,
+            "tfidf_linear_svm_baseline_accuracy": TFIDF_LINEAR_SVM_BASELINE_ACCURACY,
+        },
         "total_wall_seconds": time.perf_counter() - started,
         "git_commit": git_commit(),
         "package_versions": package_versions(),
     }
-    result["full_data_run"]["meets_accuracy_target"] = metrics["test_accuracy"] >= 0.925
+    result["full_data_run"]["meets_accuracy_target"] = meets_accuracy_target(metrics["test_accuracy"], float(epochs))
     write_json(output, result)
     return result
