@@ -170,7 +170,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from textclf.serving.__main__ import main as serving_main
 
     serve_args = list(args.serve_args)
-    if not any(arg.split("=")[0] in ("--model-dir", "-h", "--help") for arg in serve_args):
+    if not any(arg.split("=")[0] == "--model-dir" for arg in serve_args):
         serve_args = ["--model-dir", str(latest_artifact(args.runs_dir, "onnx_model")), *serve_args]
     serving_main(serve_args)
     return 0
@@ -214,11 +214,15 @@ def build_parser() -> argparse.ArgumentParser:
     bench.set_defaults(func=cmd_bench_train)
 
     serve = commands.add_parser(
-        "serve", help="serve the newest local export with KServe (other flags: python -m textclf.serving --help)"
+        "serve", allow_abbrev=False,
+        help="serve the newest local export with KServe (other flags: python -m textclf.serving --help)",
+        description="Serve the newest local export with KServe. Every flag not listed here (--model-dir, "
+        "--precision, --http-port, ...) is passed, in order, to python -m textclf.serving.",
     )
     serve.add_argument("--runs-dir", type=Path, default=DEFAULT_RUNS_DIR, help="where `textclf run` wrote latest.json")
-    serve.add_argument("serve_args", nargs=argparse.REMAINDER, help="passed to python -m textclf.serving")
-    serve.set_defaults(func=cmd_serve)
+    # The server's own flags are the leftovers of parse_known_args (see main): argparse.REMAINDER drops a leftover
+    # list that starts with an unknown option.
+    serve.set_defaults(func=cmd_serve, passes_unknown_arguments_to="serve_args")
 
     bench_serve = commands.add_parser("bench-serve", help="our KServe ONNX predictor vs a PyTorch baseline")
     bench_serve.add_argument("--runs-dir", type=Path, default=DEFAULT_RUNS_DIR)
@@ -245,7 +249,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    passthrough = getattr(args, "passes_unknown_arguments_to", None)
+    if passthrough:
+        setattr(args, passthrough, unknown)
+    elif unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:

@@ -74,3 +74,25 @@ def test_bench_train_target_counts_only_one_epoch_runs():
     assert meets_accuracy_target(ACCURACY_TARGET, 1.0)
     assert not meets_accuracy_target(ACCURACY_TARGET - 1e-4, 1.0)
     assert not meets_accuracy_target(0.99, 2.0)  # more epochs than the target allows never count
+
+
+def test_serve_passes_the_servers_own_flags_through(tmp_path):
+    """`textclf serve --model-dir DIR --precision fp32` reaches the server's parser (it names the missing directory)
+    instead of stopping at textclf's: the README's `make serve SERVE_ARGS=...` depends on it."""
+    missing = tmp_path / "no-bundle"
+    result = textclf("serve", "--model-dir", str(missing), "--precision", "fp32", "--http-port", "0")
+    assert result.returncode == 2, result.stderr
+    assert "unrecognized arguments" not in result.stderr
+    assert f"{missing}: model directory not found" in result.stderr
+
+
+def test_serve_flags_after_runs_dir_still_reach_the_server(tmp_path):
+    result = textclf("serve", "--runs-dir", str(tmp_path / "runs"), "--precision", "fp32")
+    assert result.returncode == 2
+    assert f"no local training run in {tmp_path / 'runs'}" in result.stderr
+
+
+def test_other_commands_still_reject_unknown_flags(tmp_path):
+    result = textclf("compile", "--precision", "fp32")
+    assert result.returncode == 2
+    assert "unrecognized arguments: --precision fp32" in result.stderr

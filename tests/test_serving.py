@@ -5,6 +5,7 @@ request log)."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import signal
@@ -356,10 +357,24 @@ def stop_process(process: subprocess.Popen) -> None:
             process.wait(timeout=15)
 
 
-@pytest.fixture(scope="module")
-def server(exported_tiny_model, tmp_path_factory) -> Iterator[RunningServer]:
+def wait_until_ready(process: subprocess.Popen, url: str, log_path: Path, seconds: float = 120) -> None:
+    """Poll ``url`` until it answers 200; fail with the server's log if the process exits or time runs out."""
     import httpx
 
+    deadline = time.monotonic() + seconds
+    while True:
+        assert process.poll() is None, f"server exited with {process.returncode}:\n{log_path.read_text()}"
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, f"{url} not ready within {seconds} s:\n{log_path.read_text()}"
+        time.sleep(0.3)
+
+
+@pytest.fixture(scope="module")
+def server(exported_tiny_model, tmp_path_factory) -> Iterator[RunningServer]:
     work = tmp_path_factory.mktemp("serving")
     http_port, grpc_port = free_port(), free_port()
     request_log = work / "requests.jsonl"
@@ -373,18 +388,7 @@ def server(exported_tiny_model, tmp_path_factory) -> Iterator[RunningServer]:
     process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
     running = RunningServer(process, f"http://{LOOPBACK}:{http_port}", grpc_port, exported_tiny_model, request_log)
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"server exited with {process.returncode}:\n{(work / 'server.log').read_text()}")
-            try:
-                if httpx.get(f"{running.http}/v2/health/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"server not ready after 120 s:\n{(work / 'server.log').read_text()}")
-            time.sleep(0.3)
+        wait_until_ready(process, f"{running.http}/v2/health/ready", work / "server.log")
         yield running
     finally:
         stop_process(process)
@@ -620,23 +624,48 @@ def test_sagemaker_container_contract(exported_tiny_model, ag_news_texts, tmp_pa
                                stderr=subprocess.STDOUT)
     base = f"http://{LOOPBACK}:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert process.poll() is None, (tmp_path / "server.log").read_text()
-            try:
-                ping = httpx.get(f"{base}/ping", timeout=2)
-                if ping.status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "no /ping answer within 120 s"
-            time.sleep(0.3)
+        wait_until_ready(process, f"{base}/ping", tmp_path / "server.log")
         body = {"instances": ag_news_texts[:3]}
         invoked = httpx.post(f"{base}/invocations", json=body, timeout=30)
         direct = httpx.post(f"{base}/v1/models/textclf:predict", json=body, timeout=30)
         assert invoked.status_code == 200 and invoked.json() == direct.json()
         refused = httpx.post(f"{base}/invocations", json={"instances": []}, timeout=30)
         assert refused.status_code == 400 and "empty" in refused.text
+    finally:
+        stop_process(process)
+        log.close()
+
+
+@pytest.mark.slow
+@requires_ag_news
+def test_textclf_serve_uses_the_latest_run_and_passes_server_flags(exported_tiny_model, ag_news_texts, tmp_path):
+    """`make serve SERVE_ARGS="--precision fp32 ..."`: `textclf serve` finds the bundle through the runs
+    directory's latest.json and hands every other flag to the server; fp32 answers as the fp32 model does offline."""
+    import httpx
+
+    runs_dir = tmp_path / "runs"
+    runs_dir.mkdir()
+    (runs_dir / "latest.json").write_text(json.dumps({"artifacts": {"onnx_model": str(exported_tiny_model)}}))
+    port = free_port()
+    log_path = tmp_path / "server.log"
+    log = log_path.open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "textclf.cli", "serve", "--precision", "fp32", "--runs-dir", str(runs_dir),
+         "--model-name", "textclf", "--http-port", str(port), "--no-grpc"],
+        stdout=log, stderr=subprocess.STDOUT,
+    )
+    base = f"http://{LOOPBACK}:{port}"
+    try:
+        wait_until_ready(process, f"{base}/v2/health/ready", log_path)
+        answer = httpx.post(f"{base}/v1/models/textclf:predict", json={"instances": ag_news_texts[:4]}, timeout=30)
+        assert answer.status_code == 200, answer.text
+        body = answer.json()
+        labels = json.loads((exported_tiny_model / "labels.json").read_text())["labels"]
+        scores = np.array([[p["scores"][label] for label in labels] for p in body["predictions"]])
+        expected = offline_probabilities(exported_tiny_model, ag_news_texts[:4], onnx_file="model.onnx")
+        np.testing.assert_allclose(scores, expected, atol=1e-4)
+        fp32_sha256 = hashlib.sha256((exported_tiny_model / "model.onnx").read_bytes()).hexdigest()
+        assert body["model_version"].endswith(fp32_sha256[:12])  # the fp32 file, as --precision asked
     finally:
         stop_process(process)
         log.close()
