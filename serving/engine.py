@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
 from textclf.serving.codec import LOGITS_OUTPUT, length_groups, pad, softmax, tokenise
+
+if TYPE_CHECKING:
+    from textclf.serving.bundle import ExportBundle
+    from textclf.serving.config import Precision
 
 #: Texts of increasing length run through the model after loading, so that ONNX Runtime has allocated its buffers
 #: and tuned its kernels before the first request.
@@ -48,6 +53,28 @@ class OnnxTextClassifier:
         self._session = session
         self._tokenizer = tokenizer
         self._max_group_size = max_group_size
+
+    @classmethod
+    def from_bundle(
+        cls, bundle: ExportBundle, precision: Precision, intra_op_threads: int, max_group_size: int,
+        warmup_rounds: int,
+    ) -> OnnxTextClassifier:
+        """The bundle's model at ``precision`` in a :func:`create_session` session, warmed up and ready.
+
+        Args:
+            bundle: A loaded export bundle.
+            precision: Which of its ONNX models.
+            intra_op_threads: Threads used inside one run.
+            max_group_size: Most texts per model run.
+            warmup_rounds: Rounds of :meth:`warm_up` before returning.
+
+        Returns:
+            The classifier.
+        """
+        session = create_session(bundle.onnx_path(precision), intra_op_threads)
+        classifier = cls(session, bundle.load_tokenizer(), max_group_size)
+        classifier.warm_up(warmup_rounds)
+        return classifier
 
     def probabilities(self, texts: list[str]) -> np.ndarray:
         """Class probabilities of raw texts (normalised and tokenised here, as in training).

@@ -14,7 +14,7 @@ from textclf.serving.batcher import MicroBatcher
 from textclf.serving.bundle import ExportBundle, load_bundle
 from textclf.serving.codec import predicted_labels, v1_response, v2_response
 from textclf.serving.config import ServingConfig
-from textclf.serving.engine import OnnxTextClassifier, create_session
+from textclf.serving.engine import OnnxTextClassifier
 from textclf.serving.inputs import (
     InputLimits,
     ParsedRequest,
@@ -68,9 +68,10 @@ class TextClassifierPredictor(ValidatedInPreprocess, kserve.Model):
             textclf.serving.bundle.BundleError: The bundle is missing files or incompatible.
         """
         self.bundle = load_bundle(self.config.model_dir)
-        session = create_session(self.bundle.onnx_path(self.config.precision), self.config.intra_op_threads)
-        classifier = OnnxTextClassifier(session, self.bundle.load_tokenizer(), self.config.max_batch_size)
-        classifier.warm_up(self.config.warmup_batches)
+        classifier = OnnxTextClassifier.from_bundle(
+            self.bundle, self.config.precision, self.config.intra_op_threads, self.config.max_batch_size,
+            self.config.warmup_batches,
+        )
         self.model_version = self.bundle.model_version(self.config.precision)
         self._batcher = MicroBatcher(
             classifier.probabilities, self.config.max_batch_size, self.config.max_wait_ms,

@@ -116,7 +116,7 @@ def test_model_server_loads_the_registered_bundle_from_s3(s3_run, tmp_path):
     from textclf.registry import ModelRegistry
     from textclf.serving.bundle import fetch_bundle, load_bundle
     from textclf.serving.config import Precision
-    from textclf.serving.engine import OnnxTextClassifier, create_session
+    from textclf.serving.engine import OnnxTextClassifier
 
     bucket, summary = s3_run["bucket"], s3_run["summary"]
     registry = ModelRegistry(f"s3://{bucket}/registry")
@@ -127,7 +127,7 @@ def test_model_server_loads_the_registered_bundle_from_s3(s3_run, tmp_path):
     probabilities = []
     for root in (local, Path(summary["artifacts"]["onnx_model"])):
         bundle = load_bundle(root)
-        engine = OnnxTextClassifier(create_session(bundle.onnx_path(Precision.INT8), 1), bundle.load_tokenizer(), 8)
+        engine = OnnxTextClassifier.from_bundle(bundle, Precision.INT8, 1, max_group_size=8, warmup_rounds=0)
         probabilities.append(engine.probabilities(texts))
     np.testing.assert_array_equal(probabilities[0], probabilities[1])
 

@@ -229,13 +229,13 @@ def measure_model_alone(onnx_dir: Path, texts: list[str], precision: str, second
     """
     from textclf.serving.bundle import load_bundle
     from textclf.serving.config import Precision, ServingConfig
-    from textclf.serving.engine import OnnxTextClassifier, create_session
+    from textclf.serving.engine import OnnxTextClassifier
 
-    bundle = load_bundle(onnx_dir)
-    # The predictor's thread count (a class attribute of the config: no instance needed).
-    session = create_session(bundle.onnx_path(Precision(precision)), ServingConfig.intra_op_threads)
-    classifier = OnnxTextClassifier(session, bundle.load_tokenizer(), 32)
-    classifier.warm_up(3)
+    # Built as the predictor builds it, with the predictor's defaults (class attributes of the config).
+    classifier = OnnxTextClassifier.from_bundle(
+        load_bundle(onnx_dir), Precision(precision), ServingConfig.intra_op_threads, ServingConfig.max_batch_size,
+        ServingConfig.warmup_batches,
+    )
 
     def rate(batch: int) -> float:
         done, started = 0, time.perf_counter()

@@ -216,12 +216,14 @@ def predict_with_bundle(onnx_dir: str | Path, texts: Sequence[str], precision: s
     """
     from textclf.serving.bundle import load_bundle
     from textclf.serving.config import Precision, default_intra_op_threads
-    from textclf.serving.engine import OnnxTextClassifier, create_session
+    from textclf.serving.engine import OnnxTextClassifier
 
     bundle = load_bundle(onnx_dir)
     chosen = Precision(precision)
-    session = create_session(bundle.onnx_path(chosen), threads or default_intra_op_threads())
-    classifier = OnnxTextClassifier(session, bundle.load_tokenizer(), max_group_size=64)
+    # No warm-up: one pass over many texts, so first-run allocation is paid once either way.
+    classifier = OnnxTextClassifier.from_bundle(
+        bundle, chosen, threads or default_intra_op_threads(), max_group_size=64, warmup_rounds=0
+    )
     probabilities = np.zeros((len(texts), len(bundle.labels)), dtype=np.float32)
     for start in range(0, len(texts), 512):
         chunk = list(texts[start:start + 512])
