@@ -35,10 +35,8 @@ def export_op(
     from textclf.config import ExportConfig
     from textclf.export import export_model
 
-    result = export_model(
-        model.path, os.path.join(evaluation.path, "parity_texts.parquet"), ExportConfig(opset=int(opset), min_int8_agreement=float(min_int8_agreement)),
-        onnx_model.path,
-    )
+    config = ExportConfig(opset=int(opset), min_int8_agreement=float(min_int8_agreement))
+    result = export_model(model.path, os.path.join(evaluation.path, "parity_texts.parquet"), config, onnx_model.path)
     for name in ("fp32_max_abs_logit_diff", "int8_max_abs_logit_diff", "int8_argmax_agreement"):
         parity.log_metric(name, float(result.parity[name]))
         onnx_model.metadata[name] = float(result.parity[name])
