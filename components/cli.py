@@ -205,7 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--runs-dir", type=Path, default=DEFAULT_RUNS_DIR / "bench")
     bench.add_argument("--throughput-rows", type=int, default=960, help="rows per throughput measurement")
     bench.add_argument(
-        "--epochs", type=float, default=1.0,
+        "--epochs", type=float, default=TrainConfig.epochs,
         help="epochs of the full-data run (the accuracy target is for 1; another value never meets it)",
     )
     bench.add_argument(
@@ -222,7 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--runs-dir", type=Path, default=DEFAULT_RUNS_DIR, help="where `textclf run` wrote latest.json")
     # The server's own flags are the leftovers of parse_known_args (see main): argparse.REMAINDER drops a leftover
     # list that starts with an unknown option.
-    serve.set_defaults(func=cmd_serve, passes_unknown_arguments_to="serve_args")
+    serve.set_defaults(func=cmd_serve, takes_server_flags=True)
 
     bench_serve = commands.add_parser("bench-serve", help="our KServe ONNX predictor vs a PyTorch baseline")
     bench_serve.add_argument("--runs-dir", type=Path, default=DEFAULT_RUNS_DIR)
@@ -251,9 +251,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
-    passthrough = getattr(args, "passes_unknown_arguments_to", None)
-    if passthrough:
-        setattr(args, passthrough, unknown)
+    if getattr(args, "takes_server_flags", False):
+        args.serve_args = unknown
     elif unknown:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,

@@ -81,13 +81,14 @@ def run_train_benchmark(
     """
     from textclf.pipelines.local import run_training_locally
 
+    epochs, batch_size = float(epochs), int(batch_size)
     started = time.perf_counter()
     throughput = measure_throughput(dataset_uri, throughput_rows, (TrainMethod.FULL, TrainMethod.LORA))
     arguments = {
         "dataset_uri": dataset_uri,
         "method": TrainMethod.FULL.value,
-        "epochs": float(epochs),
-        "batch_size": int(batch_size),
+        "epochs": epochs,
+        "batch_size": batch_size,
         "max_train_rows": 0,
         "max_test_rows": 0,
         "checkpoint_steps": 200,
@@ -102,8 +103,8 @@ def run_train_benchmark(
         "throughput": throughput,
         "full_data_run": {
             "method": TrainMethod.FULL.value,
-            "epochs": float(epochs),
-            "batch_size": int(batch_size),
+            "epochs": epochs,
+            "batch_size": batch_size,
             "train_rows": metrics["train_rows"],
             "validation_rows_held_out": metrics["validation_rows"],
             "test_rows": metrics["test_rows"],
@@ -125,6 +126,6 @@ def run_train_benchmark(
         "git_commit": git_commit(),
         "package_versions": package_versions(),
     }
-    result["full_data_run"]["meets_accuracy_target"] = meets_accuracy_target(metrics["test_accuracy"], float(epochs))
+    result["full_data_run"]["meets_accuracy_target"] = meets_accuracy_target(metrics["test_accuracy"], epochs)
     write_json(output, result)
     return result
