@@ -188,9 +188,7 @@ def optimize_for_cpu(source: Path, target: Path, model_config: Any) -> dict[str,
 def down_projection_nodes(model: Any) -> list[str]:
     """Names of MatMul nodes whose constant weight maps a wide input to a narrow output (rows >= 2 x columns): in a
     transformer encoder, the feed-forward down-projections."""
-    from onnx import numpy_helper
-
-    shapes = {init.name: numpy_helper.to_array(init).shape for init in model.graph.initializer}
+    shapes = {init.name: tuple(init.dims) for init in model.graph.initializer}  # shapes only: no weight copies
     names = []
     for node in model.graph.node:
         if node.op_type == "MatMul" and len(node.input) == 2 and node.input[1] in shapes:
