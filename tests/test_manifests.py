@@ -398,74 +398,69 @@ def test_serving_image_has_no_torch_runs_as_non_root_and_starts_the_server():
     assert installs, "no pip install in the serving image"
     assert not re.search(r"\b(torch|transformers)\b", installs), "the serving image must not install torch/transformers"
     assert not re.search(r"(-r|--requirement)\s", installs), "installs the full pin file (which has torch)"
-    for package in ("kserve", "onnxruntime", "tokenizers", "prometheus-client", "minio", "google-cloud-storage"):
-        assert f"grep -E '^{package}==' requirements.txt" in installs, package
+    assert re.search(r"--constraint \S+ \./serving(\s|$)", installs), "installs the serving distribution, pinned"
+    constraints = next(part for part in commands if "requirements.txt" in part and ">" in part)
+    assert constraints.startswith("sed") and "/tmp/constraints.txt" in constraints, constraints
     copied = {source for op, args in instructions if op == "COPY" for source in shlex.split(args)[:-1]}
-    assert copied == set(SERVING_IMAGE_SOURCES) | {"requirements.txt"}, copied
+    assert copied == {"requirements.txt", "serving"}, copied
     users = [args for op, args in instructions if op == "USER"]
     assert users and users[-1] not in ("root", "0"), "the image must end as a non-root user"
     assert "--uid 1000" in " ".join(commands)
     assert [args for op, args in instructions if op == "ENTRYPOINT"][-1] == '["python", "-m", "textclf.serving"]'
 
 
-#: What the serving image copies (repository path -> path below the image's ``textclf`` package).
-SERVING_IMAGE_SOURCES = {
-    "components/__init__.py": "__init__.py", "components/text.py": "text.py", "components/errors.py": "errors.py",
-    "components/provenance.py": "provenance.py", "components/storage/": "storage", "serving/": "serving",
-}
-
-
 def test_serving_image_modules_import_without_torch_or_training_code(tmp_path):
-    """Lay out exactly what the serving image copies and import the server and the storage clients with torch,
-    transformers and the training stages blocked: serving depends on nothing from training."""
-    import shutil
+    """What the serving image installs: a regular (non-editable) install of serving/ alone. The server, Triton's
+    generator and the storage clients import from it with torch, transformers, kfp and the training stages blocked,
+    and ``textclf`` resolves to that install only: serving depends on nothing from training."""
     import subprocess
     import sys
+    import sysconfig
 
-    package = tmp_path / "textclf"
-    package.mkdir()
-    for source, target in SERVING_IMAGE_SOURCES.items():
-        if source.endswith("/"):
-            shutil.copytree(REPO_ROOT / source, package / target, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy(REPO_ROOT / source, package / target)
-    blocked = ["torch", "transformers", "peft", "kfp", "textclf.train", "textclf.evaluate", "textclf.export"]
-    code = (
-        f"import sys; sys.path.insert(0, sys.argv[1]); sys.modules.update({{name: None for name in {blocked!r}}}); "
-        "import textclf.serving.server, textclf.serving.triton, textclf.storage.s3, textclf.storage.gcs; "
-        "assert textclf.__file__.startswith(sys.argv[1]), textclf.__file__"
+    import shutil
+
+    target, source = tmp_path / "site", tmp_path / "serving"  # a copy: the build leaves nothing in the checkout
+    shutil.copytree(REPO_ROOT / "serving", source, ignore=shutil.ignore_patterns("__pycache__", "build", "*.egg-info"))
+    install = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--quiet", "--target",
+         str(target), str(source)], capture_output=True, text=True, timeout=300,
     )
-    result = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, cwd=tmp_path)
+    assert install.returncode == 0, install.stderr[-3000:]
+    blocked = ["torch", "transformers", "peft", "kfp", "textclf.train", "textclf.evaluate", "textclf.export"]
+    # -S: no site hooks, so the editable finders of this checkout stay out; the venv's packages (kserve, ...) are
+    # appended after the serving install.
+    code = (
+        f"import sys; sys.path[:0] = [sys.argv[1]]; sys.path.append(sys.argv[2]); "
+        f"sys.modules.update({{name: None for name in {blocked!r}}}); "
+        "import textclf, textclf.serving.server, textclf.serving.triton, textclf.storage.s3, textclf.storage.gcs; "
+        "assert list(textclf.__path__) == [sys.argv[1] + '/textclf'], textclf.__path__"
+    )
+    result = subprocess.run([sys.executable, "-S", "-c", code, str(target), sysconfig.get_paths()["purelib"]],
+                            capture_output=True, text=True, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
 
 
 def test_component_image_install_ships_every_package_and_pipeline_yaml(tmp_path):
-    """What the component images do: a regular (non-editable) install of a copy holding only what their
-    Dockerfiles copy. Every module of components/, pipelines/ and serving/ and every compiled YAML must be in it."""
+    """What the component images do: a regular (non-editable) install of the three distributions. Every module of
+    serving/, components/ and pipelines/ and every compiled YAML must be in their wheels."""
     import shutil
     import subprocess
     import sys
     import zipfile
 
-    source = tmp_path / "src"
-    for name in ("components", "pipelines", "serving"):
-        shutil.copytree(REPO_ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("pyproject.toml", "README.md"):
-        shutil.copy(REPO_ROOT / name, source / name)
-    result = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--quiet", "-w",
-         str(tmp_path / "dist"), str(source)], capture_output=True, text=True, timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    [wheel] = (tmp_path / "dist").glob("*.whl")
-    shipped = {name for name in zipfile.ZipFile(wheel).namelist() if not name.startswith("textclf_pipelines-")}
-    roots = {"components": "textclf", "pipelines": "textclf/pipelines", "serving": "textclf/serving"}
-    expected = set()
-    for folder, package in roots.items():
-        for path in (REPO_ROOT / folder).rglob("*"):
-            relative = path.relative_to(REPO_ROOT / folder).as_posix()
-            if path.suffix in (".py", ".yaml") and "__pycache__" not in relative:
-                if folder == "components" and relative.split("/")[0] in ("pipelines", "serving"):
-                    continue
-                expected.add(f"{package}/{relative}")
+    shipped, expected = set(), set()
+    for folder in ("serving", "components", "pipelines"):
+        source = tmp_path / "src" / folder  # a copy: the build leaves nothing in the checkout
+        shutil.copytree(REPO_ROOT / folder, source, ignore=shutil.ignore_patterns("__pycache__", "build", "*.egg-info"))
+        result = subprocess.run(
+            [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--quiet", "-w",
+             str(tmp_path / folder), str(source)], capture_output=True, text=True, timeout=300,
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        [wheel] = (tmp_path / folder).glob("*.whl")
+        shipped |= {name for name in zipfile.ZipFile(wheel).namelist() if name.startswith("textclf/")}
+        for path in (REPO_ROOT / folder / "textclf").rglob("*"):
+            if path.suffix in (".py", ".yaml") and "__pycache__" not in path.parts:
+                expected.add(path.relative_to(REPO_ROOT / folder).as_posix())
+    assert expected and not any(name.startswith("textclf/__init__") for name in shipped)
     assert expected - shipped == set(), "missing from the installed package (pyproject.toml packages?)"

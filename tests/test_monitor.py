@@ -356,7 +356,7 @@ def test_metrics_gauges_and_http_endpoints(detector, reference, news, arxiv, mod
 
 
 def parser() -> argparse.ArgumentParser:
-    from textclf.monitor.cli import add_bench_drift_command, add_monitor_commands
+    from textclf.cli.monitor import add_bench_drift_command, add_monitor_commands
 
     root = argparse.ArgumentParser(prog="textclf")
     commands = root.add_subparsers(dest="command", required=True)
@@ -525,7 +525,7 @@ def test_monitor_manifest_trigger_is_a_valid_retraining_hook():
     against the compiled retraining pipeline; nothing is sent)."""
     import yaml as yaml_lib
 
-    from textclf.monitor.cli import resolve_trigger
+    from textclf.cli.monitor import resolve_trigger
 
     deployment = yaml_lib.safe_load((MONITOR / "deployment.yaml").read_text())
     container = deployment["spec"]["template"]["spec"]["containers"][0]

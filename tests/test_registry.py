@@ -352,7 +352,7 @@ def test_cli_commands(tmp_path, run_a, run_b, capsys, monkeypatch):
     assert "archived" in capsys.readouterr().err
     monkeypatch.delenv("TEXTCLF_REGISTRY_URI")
     with pytest.raises(ConfigError, match="TEXTCLF_REGISTRY_URI"):
-        from textclf.registry.cli import registry_from_args
+        from textclf.cli.registry import registry_from_args
 
         registry_from_args(argparse.Namespace(registry_uri=""))
 

@@ -52,7 +52,7 @@ TARGETS = {"detection_rate_min_at_500": 0.95, "false_alarm_rate_max_at_500": 0.0
 
 
 def _shared_datasets() -> Path:
-    return Path(__file__).resolve().parents[2].parent / "shared" / "datasets"
+    return Path(__file__).resolve().parents[3].parent / "shared" / "datasets"
 
 
 def _predicted_pool(name: str, frame: pd.DataFrame, onnx_dir: Path, cache_dir: Path) -> tuple[pd.DataFrame, dict]:

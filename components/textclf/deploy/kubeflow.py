@@ -29,7 +29,6 @@ from textclf.errors import ConfigError, TextclfError
 
 KFP_HOST_ENV = "KFP_HOST"
 KFP_TOKEN_ENV = "KFP_TOKEN"
-DEFAULT_PIPELINE = "training"
 DEFAULT_EXPERIMENT = "textclf"
 #: Python types accepted for each KFP parameter type (an int is a valid NUMBER_DOUBLE; a bool is never a number).
 PARAMETER_TYPES: dict[str, tuple[type, ...]] = {
@@ -69,18 +68,16 @@ class PipelinePackage:
                       if not spec.get("isOptional") and "defaultValue" not in spec)
 
 
-def default_pipeline_package(name: str = DEFAULT_PIPELINE) -> Path:
-    """The committed compiled YAML of a pipeline of this package (``training``, ``training-gpu``, ...).
+def require_package(path: str | os.PathLike[str] | None) -> PipelinePackage:
+    """The compiled pipeline at ``path``; the committed ones are ``textclf.pipelines.compile.default_pipeline_package``.
 
     Raises:
-        ConfigError: No pipeline of that name.
+        ConfigError: No path, or not a compiled pipeline.
     """
-    from textclf.pipelines.compile import PIPELINES
-
-    by_name = {pipeline.name: pipeline.path for pipeline in PIPELINES}
-    if name not in by_name:
-        raise ConfigError(f"unknown pipeline {name!r}: expected one of {sorted(by_name)}")
-    return by_name[name]
+    if path is None:
+        raise ConfigError("no pipeline package: pass the compiled pipeline YAML to submit (`textclf compile` writes "
+                          "the committed ones under pipelines/textclf/pipelines/)")
+    return load_pipeline_package(path)
 
 
 def load_pipeline_package(path: str | os.PathLike[str]) -> PipelinePackage:
@@ -186,7 +183,7 @@ class KubeflowConfig:
         token: Bearer token sent as ``Authorization: Bearer ...`` (``$KFP_TOKEN``); None: no token (a
             port-forward, or kfp's own defaults).
         namespace: Kubeflow profile namespace (multi-user deployments); None for single-user.
-        pipeline_package: Compiled pipeline YAML; None: the committed training pipeline.
+        pipeline_package: Compiled pipeline YAML (required to submit).
         pipeline_name: Pipeline display name in KFP; empty: the package's ``pipelineInfo.name``.
         experiment_name: Experiment the run is filed under (created if missing).
         run_name: Run display name; empty: ``<pipeline name> <UTC time>``.
@@ -241,7 +238,7 @@ class KubeflowConfig:
 
     def package(self) -> PipelinePackage:
         """The compiled pipeline this config submits."""
-        return load_pipeline_package(self.pipeline_package or default_pipeline_package())
+        return require_package(self.pipeline_package)
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,8 @@ from typing import Any
 
 from kfp import compiler
 
+from textclf.errors import ConfigError
+
 PIPELINES_DIR = Path(__file__).resolve().parent
 
 
@@ -40,6 +42,21 @@ PIPELINES = (
     CompiledPipeline("training-gpu", "training/training_pipeline_gpu.yaml"),
     CompiledPipeline("retraining", "retraining/retraining_pipeline.yaml"),
 )
+
+
+DEFAULT_PIPELINE = "training"
+
+
+def default_pipeline_package(name: str = DEFAULT_PIPELINE) -> Path:
+    """The committed compiled YAML of a pipeline of this package (``training``, ``training-gpu``, ...).
+
+    Raises:
+        ConfigError: No pipeline of that name.
+    """
+    by_name = {pipeline.name: pipeline.path for pipeline in PIPELINES}
+    if name not in by_name:
+        raise ConfigError(f"unknown pipeline {name!r}: expected one of {sorted(by_name)}")
+    return by_name[name]
 
 
 def compile_pipeline(pipeline: CompiledPipeline, path: Path) -> None:

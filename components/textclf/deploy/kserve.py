@@ -44,7 +44,7 @@ def manifests_dir() -> Path:
         ConfigError: The overlay file is not there (an installed package without the repository checkout).
     """
     configured = os.environ.get(MANIFESTS_DIR_ENV, "").strip()
-    root = Path(configured) if configured else Path(__file__).resolve().parents[2] / "manifests"
+    root = Path(configured) if configured else Path(__file__).resolve().parents[3] / "manifests"
     if not (root / INFERENCE_SERVICE_FILE).is_file():
         raise ConfigError(
             f"{root / INFERENCE_SERVICE_FILE} not found: run from a checkout of textclf-pipelines or set "

@@ -297,7 +297,7 @@ def run_serve_benchmark(
     Returns:
         The written results.
     """
-    dataset_dir = dataset_dir or Path(__file__).resolve().parents[2].parent / "shared" / "datasets" / "ag_news"
+    dataset_dir = dataset_dir or Path(__file__).resolve().parents[3].parent / "shared" / "datasets" / "ag_news"
     texts = load_test_texts(dataset_dir)
     model_alone = {precision: measure_model_alone(Path(onnx_dir), texts, precision, min(seconds, 10.0))
                    for precision in ("int8", "fp32")}

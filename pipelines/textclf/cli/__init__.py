@@ -16,7 +16,7 @@ from typing import Any
 from textclf.config import SplitConfig, TrainConfig, TrainMethod
 from textclf.errors import TextclfError
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[3]
 DEFAULT_RUNS_DIR = Path("runs")
 
 
@@ -232,12 +232,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench_serve.add_argument("--seconds", type=float, default=20.0, help="load duration per concurrency level")
     bench_serve.set_defaults(func=cmd_bench_serve)
 
-    from textclf.deploy.cli import add_deploy_commands
-    from textclf.gate.cli import add_gate_commands
-    from textclf.registry.cli import add_registry_commands
+    from textclf.cli.deploy import add_deploy_commands
+    from textclf.cli.gate import add_gate_commands
+    from textclf.cli.registry import add_registry_commands
 
     from textclf.loop import add_loop_command
-    from textclf.monitor.cli import add_bench_drift_command, add_monitor_commands
+    from textclf.cli.monitor import add_bench_drift_command, add_monitor_commands
 
     add_registry_commands(commands)
     add_gate_commands(commands)
@@ -263,6 +263,3 @@ def main(argv: list[str] | None = None) -> int:
         print(f"textclf: error: {exc}", file=sys.stderr)
         return 2
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -28,7 +28,7 @@ RETRAINING_PIPELINE = "retraining"
 
 def retraining_package() -> Path:
     """The committed compiled YAML of the retraining pipeline."""
-    from textclf.deploy.kubeflow import default_pipeline_package
+    from textclf.pipelines.compile import default_pipeline_package
 
     return default_pipeline_package(RETRAINING_PIPELINE)
 

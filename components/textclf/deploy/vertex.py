@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from textclf.deploy.kubeflow import check_arguments, default_pipeline_package, load_pipeline_package
+from textclf.deploy.kubeflow import check_arguments, require_package
 from textclf.errors import ConfigError, TextclfError
 
 DEFAULT_LOCATION = "us-central1"
@@ -68,7 +68,7 @@ class VertexPipelineConfig:
         project: Google Cloud project id.
         pipeline_root: ``gs://bucket/prefix`` where the run's artifacts go (``runtimeConfig.gcsOutputDirectory``).
         location: Region of the run.
-        pipeline_package: Compiled pipeline YAML; None: the committed training pipeline.
+        pipeline_package: Compiled pipeline YAML (required to submit).
         display_name: Run display name; empty: the package's ``pipelineInfo.name``.
         job_id: Pipeline job id; None: ``<pipeline name>-<timestamp>``.
         arguments: Pipeline parameters (checked against the package's inputDefinitions).
@@ -128,7 +128,7 @@ def build_pipeline_job(config: VertexPipelineConfig, credentials: Any = None) ->
     Raises:
         ConfigError: An invalid package, or arguments that do not match its parameters.
     """
-    package = load_pipeline_package(config.pipeline_package or default_pipeline_package())
+    package = require_package(config.pipeline_package)
     arguments = check_arguments(config.arguments, package)
     from google.cloud import aiplatform
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from textclf.errors import ConfigError
-from textclf.registry.cli import REGISTRY_URI_ENV, print_json
+from textclf.cli.registry import REGISTRY_URI_ENV, print_json
 
 GOOGLE_PROJECT_ENV = "GOOGLE_CLOUD_PROJECT"
 
@@ -42,7 +42,7 @@ def registry_uri_from(args: argparse.Namespace) -> str:
 
 
 def package_path(args: argparse.Namespace) -> Path:
-    from textclf.deploy.kubeflow import default_pipeline_package
+    from textclf.pipelines.compile import default_pipeline_package
 
     return args.package or default_pipeline_package(args.pipeline)
 
@@ -180,7 +180,7 @@ def cmd_sagemaker(args: argparse.Namespace) -> int:
 
 
 def _add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
-    from textclf.deploy.kubeflow import DEFAULT_PIPELINE
+    from textclf.pipelines.compile import DEFAULT_PIPELINE
 
     parser.add_argument("--pipeline", default=DEFAULT_PIPELINE,
                         help="which committed compiled pipeline to submit (training, training-gpu, ...)")
