@@ -10,6 +10,7 @@ from textclf.errors import ConfigError, ParityError
 from textclf.evaluate import evaluate_model
 from textclf.export import export_model
 from textclf.provenance import read_json, sha256_file
+from textclf.serving.contract import FP32_ONNX_FILE, INT8_ONNX_FILE, METADATA_FILE, ONNX_SPEC
 
 pytestmark = pytest.mark.slow
 
@@ -41,6 +42,28 @@ def test_onnx_interface(exported):
         assert [d.dim_param for d in dims] == ["batch", "sequence"]
         assert tensor.type.tensor_type.elem_type == onnx.TensorProto.INT64
     assert [o.name for o in model.graph.output] == ["logits"]
+
+
+def test_exported_graphs_have_the_contract_tensors(exported):
+    """Both ONNX files take and return exactly ONNX_SPEC's tensors, with its dynamic axes and element types, and the
+    bundle's metadata records the same spec."""
+    import onnx
+
+    elem_types = {"int64": onnx.TensorProto.INT64, "float32": onnx.TensorProto.FLOAT}
+    for name in (FP32_ONNX_FILE, INT8_ONNX_FILE):
+        graph = onnx.load(str(exported.output_dir / name)).graph
+        assert tuple(i.name for i in graph.input) == ONNX_SPEC.inputs, name
+        assert tuple(o.name for o in graph.output) == ONNX_SPEC.outputs, name
+        for tensor in (*graph.input, *graph.output):
+            dims = tensor.type.tensor_type.shape.dim
+            named = {axis: dim.dim_param for axis, dim in enumerate(dims) if dim.dim_param}
+            assert named == dict(ONNX_SPEC.dynamic_axes[tensor.name]), (name, tensor.name)
+        assert {i.type.tensor_type.elem_type for i in graph.input} == {elem_types[ONNX_SPEC.input_dtype]}
+        assert {o.type.tensor_type.elem_type for o in graph.output} == {elem_types[ONNX_SPEC.output_dtype]}
+    spec = read_json(exported.output_dir / METADATA_FILE)["spec"]
+    as_json = {part: {t: {str(a): d for a, d in axes.items()} for t, axes in tensors.items()}
+               for part, tensors in ONNX_SPEC.to_json().items()}
+    assert {part: spec[part] for part in ("inputs", "outputs")} == as_json
 
 
 def test_parity_numbers_are_recorded_and_within_tolerance(exported):

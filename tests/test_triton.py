@@ -21,6 +21,7 @@ from onnx import TensorProto, helper
 
 from textclf.serving.bundle import BundleError
 from textclf.serving.config import Precision
+from textclf.serving.contract import ONNX_SPEC
 from textclf.serving.triton import InstanceKind, TritonConfig, main, render_config, write_triton_repository
 from textclf.text import NORMALISATION_VERSION
 
@@ -175,6 +176,15 @@ def test_repository_layout_and_config(bundle, tmp_path):
         {"key": ["precision_mode"], "value": ["FP16"]},
         {"key": ["max_workspace_size_bytes"], "value": [str(1 << 30)]},
     ]}]
+
+
+def test_config_declares_the_contract_tensors():
+    """The generator's tensors are the export spec's (textclf.serving.contract.ONNX_SPEC), names and types."""
+    config = parse_pbtxt(render_config(TritonConfig(), n_labels=4))
+    assert [t["name"] for t in config["input"]] == [[name] for name in ONNX_SPEC.inputs]
+    assert [t["name"] for t in config["output"]] == [[name] for name in ONNX_SPEC.outputs]
+    assert ONNX_SPEC.input_dtype == "int64" and {t["data_type"][0] for t in config["input"]} == {"TYPE_INT64"}
+    assert ONNX_SPEC.output_dtype == "float32" and config["output"][0]["data_type"] == ["TYPE_FP32"]
 
 
 def test_config_matches_the_onnx_graph(bundle, tmp_path):

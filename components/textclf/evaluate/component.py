@@ -37,6 +37,7 @@ def evaluate_op(
 
     from textclf.config import EvaluateConfig
     from textclf.evaluate import evaluate_model
+    from textclf.evaluate.evaluate import REPORT_FILE
 
     result = evaluate_model(model.path, splits.path, EvaluateConfig(), evaluation.path)
     found = result.metrics
@@ -53,7 +54,7 @@ def evaluate_op(
     for name, value in scalars.items():
         metrics.log_metric(name, float(value))
     confusion_matrix.log_confusion_matrix(found["labels"], test["confusion_matrix"])
-    shutil.copy(result.output_dir / "report.html", report.path)
+    shutil.copy(result.output_dir / REPORT_FILE, report.path)
     evaluation.metadata.update({"test_set_sha256": found["test_set_sha256"], "overfitting": found["overfitting"]})
     outputs = namedtuple("EvaluateOutputs", ["accuracy", "macro_f1", "overfitting"])
     return outputs(float(test["accuracy"]), float(test["macro_f1"]), bool(found["overfitting"]))

@@ -21,9 +21,24 @@ import pandas as pd
 
 from textclf.config import EvaluateConfig
 from textclf.provenance import read_json, write_json
+from textclf.serving.contract import LABELS_FILE
 from textclf.text import normalise_text
+from textclf.train.train import METADATA_FILE as MODEL_METADATA_FILE
+from textclf.validate.validate import REPORT_FILE as SPLIT_REPORT_FILE
+from textclf.validate.validate import SPLIT_FILES
 
 log = logging.getLogger(__name__)
+
+#: Output: every number (``test`` metrics, train/validation accuracy and gap, ``test_set_sha256``,
+#: ``model_run_key``); the gate, the registry and the local runner read it.
+METRICS_FILE = "metrics.json"
+#: Output: per test row ``row``, ``label``, ``predicted``, ``correct`` and ``p_<label>``; the gate reads it.
+PREDICTIONS_FILE = "predictions.parquet"
+#: Output: test texts (column ``text``, no labels) for the export stage's parity check.
+PARITY_TEXTS_FILE = "parity_texts.parquet"
+#: Output: the self-contained HTML report (the evaluate component publishes it) and its confusion-matrix plot.
+REPORT_FILE = "report.html"
+CONFUSION_MATRIX_FILE = "confusion_matrix.png"
 
 
 @dataclass(frozen=True)
@@ -173,9 +188,9 @@ def evaluate_model(
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     model_dir, split_dir, out = Path(model_dir), Path(split_dir), Path(output_dir)
-    labels: list[str] = read_json(model_dir / "labels.json")["labels"]
-    model_meta = read_json(model_dir / "textclf_metadata.json")
-    split_report = read_json(split_dir / "validation_report.json")
+    labels: list[str] = read_json(model_dir / LABELS_FILE)["labels"]
+    model_meta = read_json(model_dir / MODEL_METADATA_FILE)
+    split_report = read_json(split_dir / SPLIT_REPORT_FILE)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForSequenceClassification.from_pretrained(model_dir)
     label_to_id = {label: i for i, label in enumerate(labels)}
@@ -185,9 +200,9 @@ def evaluate_model(
         logits = predict_logits(model, tokenizer, frame["text"].tolist(), config.batch_size, max_length)
         return frame["label"].map(label_to_id).to_numpy(), softmax(logits)
 
-    test = pd.read_parquet(split_dir / "test.parquet")
-    train = pd.read_parquet(split_dir / "train.parquet")
-    validation = pd.read_parquet(split_dir / "validation.parquet")
+    test = pd.read_parquet(split_dir / SPLIT_FILES["test"])
+    train = pd.read_parquet(split_dir / SPLIT_FILES["train"])
+    validation = pd.read_parquet(split_dir / SPLIT_FILES["validation"])
     train_sample = train.sample(n=min(config.train_sample_rows, len(train)), random_state=0)
 
     test_ids, test_probs = score(test)
@@ -218,12 +233,12 @@ def evaluate_model(
             "correct": predicted == test_ids,
             **{f"p_{label}": test_probs[:, i] for i, label in enumerate(labels)},
         }
-    ).to_parquet(out / "predictions.parquet", index=False)
+    ).to_parquet(out / PREDICTIONS_FILE, index=False)
     parity = test.sample(n=min(config.parity_rows, len(test)), random_state=0)
-    parity[["text"]].to_parquet(out / "parity_texts.parquet", index=False)
+    parity[["text"]].to_parquet(out / PARITY_TEXTS_FILE, index=False)
     png = confusion_matrix_png(metrics["test"]["confusion_matrix"], labels)
-    (out / "confusion_matrix.png").write_bytes(png)
-    (out / "report.html").write_text(render_html(metrics, labels, png, model_meta), encoding="utf-8")
-    write_json(out / "metrics.json", metrics)
+    (out / CONFUSION_MATRIX_FILE).write_bytes(png)
+    (out / REPORT_FILE).write_text(render_html(metrics, labels, png, model_meta), encoding="utf-8")
+    write_json(out / METRICS_FILE, metrics)
     log.info("test accuracy %.4f, macro-F1 %.4f", metrics["test"]["accuracy"], metrics["test"]["macro_f1"])
     return EvaluationResult(out, metrics)

@@ -1,5 +1,5 @@
 """Export stage: ONNX fp32 + INT8 with a parity check against PyTorch."""
 
-from textclf.export.export import SEQUENCE_CLASSIFICATION, ExportResult, OnnxSpec, export_model
+from textclf.export.export import ExportResult, export_model
 
-__all__ = ["SEQUENCE_CLASSIFICATION", "ExportResult", "OnnxSpec", "export_model"]
+__all__ = ["ExportResult", "export_model"]

@@ -33,13 +33,15 @@ def export_op(
     import os
 
     from textclf.config import ExportConfig
+    from textclf.evaluate.evaluate import PARITY_TEXTS_FILE
     from textclf.export import export_model
+    from textclf.serving.contract import FP32_ONNX_FILE, INT8_ONNX_FILE
 
     config = ExportConfig(opset=int(opset), min_int8_agreement=float(min_int8_agreement))
-    result = export_model(model.path, os.path.join(evaluation.path, "parity_texts.parquet"), config, onnx_model.path)
+    result = export_model(model.path, os.path.join(evaluation.path, PARITY_TEXTS_FILE), config, onnx_model.path)
     for name in ("fp32_max_abs_logit_diff", "int8_max_abs_logit_diff", "int8_argmax_agreement"):
         parity.log_metric(name, float(result.parity[name]))
         onnx_model.metadata[name] = float(result.parity[name])
-    onnx_model.metadata.update({"format": "onnx", "opset": int(opset), "files": ["model.onnx", "model.int8.onnx"],
+    onnx_model.metadata.update({"format": "onnx", "opset": int(opset), "files": [FP32_ONNX_FILE, INT8_ONNX_FILE],
                                 "int8_recipe": result.parity["int8_recipe"]})
     return float(result.parity["int8_argmax_agreement"])

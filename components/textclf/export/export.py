@@ -8,7 +8,9 @@ INT8 model of the unfused graph ran 110 texts/s on the same texts).
 
 Output layout (a directory, written atomically; everything the serving predictor needs and nothing that needs
 torch): ``model.onnx``, ``model.int8.onnx``, ``tokenizer.json`` (+ ``tokenizer_config.json``), ``labels.json`` and
-``export_metadata.json`` (export spec, parity numbers, sha256 of each file, source model metadata).
+``export_metadata.json`` (export spec, parity numbers, sha256 of each file, source model metadata). The file names
+and the graph's tensors (:data:`~textclf.serving.contract.ONNX_SPEC`) are the serving package's bundle contract,
+:mod:`textclf.serving.contract`.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import logging
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,13 +30,13 @@ from textclf.config import ExportConfig
 from textclf.errors import ParityError
 from textclf.evaluate.evaluate import predict_logits
 from textclf.provenance import atomic_directory, package_versions, read_json, sha256_file, write_json
+from textclf.serving.contract import (
+    FP32_ONNX_FILE, INT8_ONNX_FILE, LABELS_FILE, METADATA_FILE, ONNX_SPEC, TOKENIZER_FILES, OnnxSpec,
+)
 from textclf.text import normalise_text
+from textclf.train.train import METADATA_FILE as MODEL_METADATA_FILE
 
 log = logging.getLogger(__name__)
-
-FP32_FILE = "model.onnx"
-INT8_FILE = "model.int8.onnx"
-METADATA_FILE = "export_metadata.json"
 
 
 @dataclass(frozen=True)
@@ -68,37 +70,6 @@ INT8_RECIPES = (
     Int8Recipe("fp32-down-projections", ("MatMul", "Attention"), fp32_down_projections=True),
     Int8Recipe("fp32-attention-and-down-projections", ("MatMul",), fp32_down_projections=True),
 )
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
-
-
-@dataclass(frozen=True)
-class OnnxSpec:
-    """The exported graph's interface, declared once (as Optimum's export configs do) and used by export,
-    parity check and serving.
-
-    Attributes:
-        inputs: Input name -> {axis index: symbolic dimension name}.
-        outputs: Output name -> {axis index: symbolic dimension name}.
-    """
-
-    inputs: dict[str, dict[int, str]] = field(
-        default_factory=lambda: {
-            "input_ids": {0: "batch", 1: "sequence"},
-            "attention_mask": {0: "batch", 1: "sequence"},
-        }
-    )
-    outputs: dict[str, dict[int, str]] = field(default_factory=lambda: {"logits": {0: "batch"}})
-
-    @property
-    def input_names(self) -> list[str]:
-        return list(self.inputs)
-
-    @property
-    def output_names(self) -> list[str]:
-        return list(self.outputs)
-
-
-SEQUENCE_CLASSIFICATION = OnnxSpec()
 
 
 @dataclass(frozen=True)
@@ -110,9 +81,10 @@ class ExportResult:
 
 
 class _LogitsOnly:
-    """Wraps a Hugging Face classifier so the exported graph takes exactly the spec's inputs and returns logits."""
+    """Wraps a Hugging Face classifier so the exported graph takes exactly the spec's inputs (positionally, in
+    ``spec.inputs`` order, passed to the model as the keyword arguments of those names) and returns its logits."""
 
-    def __new__(cls, model: Any) -> Any:
+    def __new__(cls, model: Any, spec: OnnxSpec) -> Any:
         import torch
 
         class LogitsOnly(torch.nn.Module):
@@ -120,8 +92,8 @@ class _LogitsOnly:
                 super().__init__()
                 self.inner = inner
 
-            def forward(self, input_ids: Any, attention_mask: Any) -> Any:
-                return self.inner(input_ids=input_ids, attention_mask=attention_mask).logits
+            def forward(self, *tensors: Any) -> Any:
+                return self.inner(**dict(zip(spec.inputs, tensors, strict=True))).logits
 
         return LogitsOnly(model).eval()
 
@@ -140,7 +112,7 @@ def export_onnx(model: Any, tokenizer: Any, path: Path, spec: OnnxSpec, opset: i
 
     sample = tokenizer(["a short sample text", "a somewhat longer sample text for tracing"], padding=True,
                        return_tensors="pt")
-    dynamic_axes = {name: dict(axes) for name, axes in {**spec.inputs, **spec.outputs}.items()}
+    dynamic_axes = {name: dict(axes) for name, axes in spec.dynamic_axes.items()}
     with warnings.catch_warnings():
         # The exporter's deprecation notice and tracer warnings about Python-side shape arithmetic; the dynamic
         # axes are checked by the parity check (texts of different lengths, one at a time).
@@ -148,11 +120,11 @@ def export_onnx(model: Any, tokenizer: Any, path: Path, spec: OnnxSpec, opset: i
         warnings.simplefilter("ignore", category=torch.jit.TracerWarning)
         warnings.simplefilter("ignore", category=UserWarning)
         torch.onnx.export(
-            _LogitsOnly(model),
-            tuple(sample[name] for name in spec.input_names),
+            _LogitsOnly(model, spec),
+            tuple(sample[name] for name in spec.inputs),
             str(path),
-            input_names=spec.input_names,
-            output_names=spec.output_names,
+            input_names=list(spec.inputs),
+            output_names=list(spec.outputs),
             opset_version=opset,
             dynamo=False,
             dynamic_axes=dynamic_axes,
@@ -249,8 +221,8 @@ def onnx_logits(path: Path, tokenizer: Any, texts: list[str], max_length: int, s
     rows = []
     for text in texts:
         encoded = tokenizer([normalise_text(text)], truncation=True, max_length=max_length, return_tensors="np")
-        feeds = {name: encoded[name].astype(np.int64) for name in spec.input_names}
-        rows.append(session.run(spec.output_names, feeds)[0][0])
+        feeds = {name: encoded[name].astype(spec.input_dtype) for name in spec.inputs}
+        rows.append(session.run(list(spec.outputs), feeds)[0][0])
     return np.stack(rows)
 
 
@@ -264,7 +236,7 @@ def logit_agreement(logits: np.ndarray, reference: np.ndarray) -> dict[str, floa
 
 def export_model(
     model_dir: str | Path, parity_texts_path: str | Path, config: ExportConfig, output_dir: str | Path,
-    spec: OnnxSpec = SEQUENCE_CLASSIFICATION,
+    spec: OnnxSpec = ONNX_SPEC,
 ) -> ExportResult:
     """Export the trained model to ONNX fp32 and INT8 and check both against PyTorch.
 
@@ -285,7 +257,7 @@ def export_model(
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     model_dir = Path(model_dir)
-    model_meta = read_json(model_dir / "textclf_metadata.json")
+    model_meta = read_json(model_dir / MODEL_METADATA_FILE)
     max_length = int(model_meta["max_length"])
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     # Eager attention: the pattern ONNX Runtime's optimiser fuses (see export_onnx); same weights, same logits.
@@ -296,16 +268,16 @@ def export_model(
 
     with atomic_directory(output_dir) as staging:
         started = time.perf_counter()
-        export_onnx(model, tokenizer, staging / FP32_FILE, spec, config.opset)
+        export_onnx(model, tokenizer, staging / FP32_ONNX_FILE, spec, config.opset)
         reference = np.concatenate([predict_logits(model, tokenizer, [t], 1, max_length) for t in texts])
-        fp32 = logit_agreement(onnx_logits(staging / FP32_FILE, tokenizer, texts, max_length, spec), reference)
+        fp32 = logit_agreement(onnx_logits(staging / FP32_ONNX_FILE, tokenizer, texts, max_length, spec), reference)
         fused = staging / ".model.fused.onnx"  # intermediate: removed below, and with staging on failure
         # The INT8 model on disk is always the last one built, so its numbers are the last measured.
         int8: dict[str, float] = {}
 
         def int8_agreement(recipe: Int8Recipe) -> float:
-            quantize_int8(fused, staging / INT8_FILE, recipe)
-            logits = onnx_logits(staging / INT8_FILE, tokenizer, texts, max_length, spec)
+            quantize_int8(fused, staging / INT8_ONNX_FILE, recipe)
+            logits = onnx_logits(staging / INT8_ONNX_FILE, tokenizer, texts, max_length, spec)
             int8.update(logit_agreement(logits, reference))
             return int8["argmax_agreement"]
 
@@ -313,7 +285,7 @@ def export_model(
         # The fp32 gate does not depend on the recipe: when it fails, no INT8 model is built at all.
         if fp32["max_abs_logit_diff"] <= config.max_abs_logit_diff:
             try:
-                fused_operators = optimize_for_cpu(staging / FP32_FILE, fused, model.config)
+                fused_operators = optimize_for_cpu(staging / FP32_ONNX_FILE, fused, model.config)
                 recipe, attempts = first_passing(INT8_RECIPES, int8_agreement, config.min_int8_agreement)
             finally:
                 fused.unlink(missing_ok=True)
@@ -342,13 +314,13 @@ def export_model(
             if (staging / ".tokenizer" / name).exists():
                 shutil.move(staging / ".tokenizer" / name, staging / name)
         shutil.rmtree(staging / ".tokenizer")
-        shutil.copy(model_dir / "labels.json", staging / "labels.json")
+        shutil.copy(model_dir / LABELS_FILE, staging / LABELS_FILE)
         write_json(
             staging / METADATA_FILE,
             {
-                "spec": {"inputs": spec.inputs, "outputs": spec.outputs, "opset": config.opset},
-                "files": {name: sha256_file(staging / name) for name in (FP32_FILE, INT8_FILE)},
-                "sizes_bytes": {name: (staging / name).stat().st_size for name in (FP32_FILE, INT8_FILE)},
+                "spec": {**spec.to_json(), "opset": config.opset},
+                "files": {name: sha256_file(staging / name) for name in (FP32_ONNX_FILE, INT8_ONNX_FILE)},
+                "sizes_bytes": {name: (staging / name).stat().st_size for name in (FP32_ONNX_FILE, INT8_ONNX_FILE)},
                 "parity": parity,
                 "int8": {"fused_operators": fused_operators, "recipe": asdict(recipe)},
                 "export_and_parity_seconds": export_and_parity_seconds,

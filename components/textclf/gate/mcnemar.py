@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 
 from textclf.errors import ConfigError, DataValidationError
+from textclf.evaluate.evaluate import METRICS_FILE, PREDICTIONS_FILE
 
 #: Default minimum accuracy improvement: +0.5 points (as a fraction of 1).
 DEFAULT_MIN_IMPROVEMENT = 0.005
@@ -50,8 +51,6 @@ TEST_CHI2 = "mcnemar-chi2-continuity-corrected"
 TEST_NONE = "none"
 PROMOTE = "promote"
 ARCHIVE = "archive"
-PREDICTIONS_FILE = "predictions.parquet"
-METRICS_FILE = "metrics.json"
 SAME_TEST_SET = "candidate and production were not evaluated on the same test set"
 _EPS = 1e-12  # float slack for improvement >= min_improvement when (b - c) / n hits the threshold exactly
 

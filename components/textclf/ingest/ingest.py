@@ -24,6 +24,7 @@ import pandas as pd
 from textclf.config import IngestConfig
 from textclf.errors import DataValidationError, StoragePathError
 from textclf.provenance import sha256_file, write_json
+from textclf.serving.contract import LABELS_FILE
 from textclf.storage import Store, is_remote
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,10 @@ SPLITS = ("train", "test")
 #: validate stage reports them separately before merging.
 NEW_ROWS = "new_rows"
 SUFFIXES = (".csv.gz", ".csv", ".parquet")
+#: Output file of each split (``new_rows`` only with ``IngestConfig.new_rows_uri``); the validate stage reads them.
+SPLIT_FILES = {split: f"{split}.parquet" for split in (*SPLITS, NEW_ROWS)}
+#: Output: dataset URI and format, labels, rows per split, the sha256 of every source file.
+REPORT_FILE = "ingest_report.json"
 
 
 class DatasetFormat(str, enum.Enum):
@@ -329,11 +334,11 @@ def _ingest_directory(config: IngestConfig, directory: Path, new_rows_dir: Path 
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     for split, frame in frames.items():
-        frame.to_parquet(out / f"{split}.parquet", index=False)
-    write_json(out / "labels.json", {"labels": labels})
+        frame.to_parquet(out / SPLIT_FILES[split], index=False)
+    write_json(out / LABELS_FILE, {"labels": labels})
     rows = {split: len(frame) for split, frame in frames.items()}
     write_json(
-        out / "ingest_report.json",
+        out / REPORT_FILE,
         {
             "dataset_uri": config.dataset_uri,
             "new_rows_uri": config.new_rows_uri,

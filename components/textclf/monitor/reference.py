@@ -31,6 +31,8 @@ import pandas as pd
 from textclf.errors import DataValidationError, ObjectNotFoundError
 from textclf.provenance import atomic_directory, package_versions, read_json, sha256_rows, write_json
 from textclf.text import NORMALISATION_VERSION, normalise_text
+from textclf.validate.validate import REPORT_FILE as SPLIT_REPORT_FILE
+from textclf.validate.validate import SPLIT_FILES
 
 log = logging.getLogger(__name__)
 
@@ -241,19 +243,23 @@ def sample_training_texts(splits_dir: str | Path, sample_size: int, seed: int,
         splits_dir: Output of the validate/split stage (``train.parquet``, ``validation.parquet``, ...).
         sample_size: Rows wanted.
         seed: Sampling seed.
-        splits: Split names in order of preference.
+        splits: Split names in order of preference (keys of :data:`textclf.validate.validate.SPLIT_FILES`).
 
     Returns:
         The sampled rows (``text``, ``label`` = true label, ``split``) and a description of the source.
 
     Raises:
-        DataValidationError: None of the split files exists or has a ``text`` column, or they are all empty.
+        DataValidationError: A split name the validate stage does not write, none of the split files exists or has
+            a ``text`` column, or they are all empty.
     """
     splits_dir = Path(splits_dir)
+    unknown = [name for name in splits if name not in SPLIT_FILES]
+    if unknown:
+        raise DataValidationError(f"unknown split(s) {unknown}: the validate stage writes {list(SPLIT_FILES)}")
     parts, taken = [], {}
     remaining = sample_size
     for offset, name in enumerate(splits):
-        path = splits_dir / f"{name}.parquet"
+        path = splits_dir / SPLIT_FILES[name]
         if remaining <= 0 or not path.is_file():
             continue
         frame = pd.read_parquet(path)
@@ -267,10 +273,10 @@ def sample_training_texts(splits_dir: str | Path, sample_size: int, seed: int,
         remaining -= len(frame)
     if not parts or sum(taken.values()) == 0:
         raise DataValidationError(
-            f"{splits_dir}: no rows in any of {[f'{s}.parquet' for s in splits]}; pass the validate stage's output"
+            f"{splits_dir}: no rows in any of {[SPLIT_FILES[s] for s in splits]}; pass the validate stage's output"
         )
     source: dict[str, Any] = {"splits_dir": str(splits_dir), "rows_per_split": taken, "seed": seed}
-    report = splits_dir / "validation_report.json"
+    report = splits_dir / SPLIT_REPORT_FILE
     if report.is_file():
         source["training_data_fingerprints"] = read_json(report).get("fingerprints", {})
     return pd.concat(parts, ignore_index=True), source

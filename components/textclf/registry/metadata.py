@@ -11,11 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from textclf.errors import RegistryError
+from textclf.evaluate.evaluate import METRICS_FILE as EVALUATION_METRICS
 from textclf.provenance import sha256_file
-
-MODEL_METADATA = "textclf_metadata.json"
-EXPORT_METADATA = "export_metadata.json"
-EVALUATION_METRICS = "metrics.json"
+from textclf.serving.contract import METADATA_FILE as EXPORT_METADATA
+from textclf.train.train import METADATA_FILE as MODEL_METADATA
 #: Registry folder of each artifact, in the order they are registered.
 ARTIFACT_PARTS = ("model", "onnx_model", "evaluation")
 

@@ -35,6 +35,7 @@ def tensorrt_engine_op(
     """
     import os
 
+    from textclf.serving.contract import FP32_ONNX_FILE
     from textclf.tensorrt import TensorRTConfig, build_tensorrt_engine, check_tensorrt
     from textclf.tensorrt.engine import max_length_of_bundle
 
@@ -43,6 +44,6 @@ def tensorrt_engine_op(
         precision=precision, opt_batch=int(opt_batch), max_batch=int(max_batch), opt_sequence=int(opt_sequence),
         max_sequence=max_length_of_bundle(onnx_model.path), workspace_bytes=int(workspace_mb) << 20,
     )
-    build_tensorrt_engine(os.path.join(onnx_model.path, "model.onnx"), engine.path, config)
+    build_tensorrt_engine(os.path.join(onnx_model.path, FP32_ONNX_FILE), engine.path, config)
     engine.metadata.update({"format": "tensorrt_plan", "precision": precision, "tensorrt": str(trt.__version__)})
     return str(trt.__version__)

@@ -19,13 +19,12 @@ from typing import Any
 
 from textclf.errors import ConfigError, HardwareUnavailableError
 from textclf.provenance import atomic_directory, sha256_file, write_json
+from textclf.serving.contract import FP32_ONNX_FILE, INT8_ONNX_FILE, METADATA_FILE, ONNX_SPEC
 
 log = logging.getLogger(__name__)
 
 ENGINE_FILE = "model.plan"
 ENGINE_METADATA_FILE = "engine_metadata.json"
-#: The export spec's inputs: both ``[batch, sequence]``.
-INPUT_NAMES = ("input_ids", "attention_mask")
 PRECISIONS = ("fp16", "fp32")
 #: Oldest TensorRT whose networks are always explicit-batch (``create_network()`` without flags).
 MIN_TENSORRT_MAJOR = 10
@@ -87,7 +86,7 @@ def profile_shapes(config: TensorRTConfig) -> dict[str, tuple[Shape, Shape, Shap
         (config.opt_batch, config.opt_sequence),
         (config.max_batch, config.max_sequence),
     )
-    return {name: shapes for name in INPUT_NAMES}
+    return {name: shapes for name in ONNX_SPEC.inputs}  # every input of the export spec is [batch, sequence]
 
 
 def cuda_device_count() -> int:
@@ -141,7 +140,7 @@ def check_tensorrt() -> Any:
             f"the TensorRT engine build needs a CUDA GPU and TensorRT: {'; '.join(problems)}. Run the tensorrt "
             f"component on a GPU node (give the task nvidia.com/gpu) in the GPU component image "
             f"(ghcr.io/textclf-pipelines/components-gpu, which installs tensorrt from NVIDIA's wheels); on CPU serve "
-            f"model.onnx / model.int8.onnx with the ONNX predictor instead."
+            f"{FP32_ONNX_FILE} / {INT8_ONNX_FILE} with the ONNX predictor instead."
         )
     return trt
 
@@ -234,5 +233,5 @@ def max_length_of_bundle(bundle_dir: str | os.PathLike[str]) -> int:
     Returns:
         The maximum sequence length.
     """
-    with open(Path(bundle_dir) / "export_metadata.json", encoding="utf-8") as handle:
+    with open(Path(bundle_dir) / METADATA_FILE, encoding="utf-8") as handle:
         return int(json.load(handle)["max_length"])

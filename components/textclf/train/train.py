@@ -21,14 +21,18 @@ import pandas as pd
 from textclf.config import TrainConfig, TrainMethod
 from textclf.errors import ConfigError, DataValidationError, HardwareUnavailableError
 from textclf.provenance import atomic_directory, git_commit, package_versions, read_json, write_json
+from textclf.serving.contract import LABELS_FILE, ONNX_SPEC
 from textclf.storage import Store, is_remote, local_path, localize
 from textclf.text import NORMALISATION_VERSION, normalise_text
 from textclf.train.checkpoints import CheckpointMirror
+from textclf.validate.validate import REPORT_FILE as SPLIT_REPORT_FILE
+from textclf.validate.validate import SPLIT_FILES
 
 log = logging.getLogger(__name__)
 
+#: Output: labels, base model, parameters, max length, normalisation version, data (source, rows, fingerprints),
+#: training summary and history, package versions, git commit (the evaluate, export and registry stages read it).
 METADATA_FILE = "textclf_metadata.json"
-LABELS_FILE = "labels.json"
 #: Attention projections of BERT-style encoders that LoRA adapts.
 LORA_TARGET_MODULES = ("query", "key", "value")
 
@@ -92,8 +96,9 @@ def encode_split(frame: pd.DataFrame, tokenizer: Any, labels: list[str], max_len
         raise DataValidationError(f"labels {unknown} are not in the label map {labels}")
     texts = [normalise_text(text) for text in frame["text"]]
     encodings = tokenizer(texts, truncation=True, max_length=max_length)
+    # Exactly the exported graph's inputs (no token_type_ids): the model trains on the tensors serving feeds it.
     return EncodedTexts(
-        {"input_ids": encodings["input_ids"], "attention_mask": encodings["attention_mask"]},
+        {name: encodings[name] for name in ONNX_SPEC.inputs},
         [label_to_id[label] for label in frame["label"]],
     )
 
@@ -245,10 +250,10 @@ def _train(
 
     load_config = dataclasses.replace(config, base_model=local_base_model)
     labels: list[str] = read_json(split_dir / LABELS_FILE)["labels"]
-    split_report = read_json(split_dir / "validation_report.json")
+    split_report = read_json(split_dir / SPLIT_REPORT_FILE)
     fingerprints = split_report["fingerprints"]
-    train_frame = pd.read_parquet(split_dir / "train.parquet")
-    validation_frame = pd.read_parquet(split_dir / "validation.parquet")
+    train_frame = pd.read_parquet(split_dir / SPLIT_FILES["train"])
+    validation_frame = pd.read_parquet(split_dir / SPLIT_FILES["validation"])
 
     if config.num_threads:
         torch.set_num_threads(config.num_threads)

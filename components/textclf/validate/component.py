@@ -42,13 +42,14 @@ def validate_split_op(
 
     from textclf.config import SplitConfig
     from textclf.validate import validate_and_split
+    from textclf.validate.validate import REPORT_MARKDOWN_FILE
 
     config = SplitConfig(
         validation_fraction=float(validation_fraction), max_train_rows=int(max_train_rows),
         max_test_rows=int(max_test_rows), max_invalid_fraction=float(max_invalid_fraction), seed=int(seed),
     )
     result = validate_and_split(dataset.path, config, splits.path)
-    shutil.copy(result.output_dir / "validation_report.md", report.path)
+    shutil.copy(result.output_dir / REPORT_MARKDOWN_FILE, report.path)
     fingerprints = result.report["fingerprints"]
     splits.metadata.update({"rows": result.report["rows_out"], **fingerprints})
     outputs = namedtuple("ValidateOutputs", ["test_set_sha256", "train_rows", "leaked_rows_removed"])

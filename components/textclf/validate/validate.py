@@ -15,12 +15,14 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from sklearn.model_selection import train_test_split
 
 from textclf.config import SplitConfig
 from textclf.errors import DataValidationError
 from textclf.ingest.ingest import NEW_ROWS
+from textclf.ingest.ingest import REPORT_FILE as INGEST_REPORT_FILE
+from textclf.ingest.ingest import SPLIT_FILES as INGEST_SPLIT_FILES
 from textclf.provenance import read_json, sha256_rows, write_json
+from textclf.serving.contract import LABELS_FILE
 from textclf.text import dedup_key, normalise_text
 
 log = logging.getLogger(__name__)
@@ -28,6 +30,11 @@ log = logging.getLogger(__name__)
 #: Share of control / private-use / replacement characters above which a text counts as garbled.
 GARBLED_CHAR_SHARE = 0.1
 EXAMPLES = 5
+#: Output file of each split; the train, evaluate and drift-reference stages read them.
+SPLIT_FILES = {split: f"{split}.parquet" for split in ("train", "validation", "test")}
+#: Output: the report as JSON (fingerprints, rows, invalid rows, duplicates, leakage) and as Markdown.
+REPORT_FILE = "validation_report.json"
+REPORT_MARKDOWN_FILE = "validation_report.md"
 
 
 @dataclass(frozen=True)
@@ -109,6 +116,8 @@ def stratified_cap(frame: pd.DataFrame, max_rows: int, seed: int, what: str) -> 
     classes = frame["label"].nunique()
     if max_rows < classes:
         raise DataValidationError(f"{what} cap of {max_rows} rows is smaller than the {classes} classes")
+    from sklearn.model_selection import train_test_split  # here: the stages that import SPLIT_FILES need no sklearn
+
     kept, _ = train_test_split(frame, train_size=max_rows, stratify=_stratify_column(frame, what), random_state=seed)
     return kept.sort_values("row").reset_index(drop=True)
 
@@ -123,6 +132,8 @@ def _stratify_column(frame: pd.DataFrame, what: str) -> pd.Series:
 
 
 def split_validation(frame: pd.DataFrame, fraction: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    from sklearn.model_selection import train_test_split
+
     n_val = max(round(len(frame) * fraction), frame["label"].nunique())
     train, val = train_test_split(
         frame, test_size=n_val, stratify=_stratify_column(frame, "train/validation split"), random_state=seed
@@ -150,17 +161,17 @@ def validate_and_split(ingest_dir: str | Path, config: SplitConfig, output_dir: 
         DataValidationError: Too many unusable rows, or a class too small to stratify.
     """
     ingest_dir = Path(ingest_dir)
-    ingest_report = read_json(ingest_dir / "ingest_report.json")
-    labels: list[str] = read_json(ingest_dir / "labels.json")["labels"]
+    ingest_report = read_json(ingest_dir / INGEST_REPORT_FILE)
+    labels: list[str] = read_json(ingest_dir / LABELS_FILE)["labels"]
     sources = {s: ingest_report["source_files"][s]["uri"] for s in ("train", "test")}
-    train = pd.read_parquet(ingest_dir / "train.parquet")
-    test = pd.read_parquet(ingest_dir / "test.parquet")
+    train = pd.read_parquet(ingest_dir / INGEST_SPLIT_FILES["train"])
+    test = pd.read_parquet(ingest_dir / INGEST_SPLIT_FILES["test"])
     rows_in = {"train": len(train), "test": len(test)}
 
     train, invalid_train = drop_invalid(train, sources["train"], config.max_invalid_fraction)
     test, invalid_test = drop_invalid(test, sources["test"], config.max_invalid_fraction)
     invalid = {"train": invalid_train, "test": invalid_test}
-    new_rows_file = ingest_dir / f"{NEW_ROWS}.parquet"
+    new_rows_file = ingest_dir / INGEST_SPLIT_FILES[NEW_ROWS]
     if new_rows_file.is_file():  # newly labelled rows join the training rows before de-duplication and leakage checks
         new_rows = pd.read_parquet(new_rows_file)
         rows_in[NEW_ROWS] = len(new_rows)
@@ -182,8 +193,8 @@ def validate_and_split(ingest_dir: str | Path, config: SplitConfig, output_dir: 
     out.mkdir(parents=True, exist_ok=True)
     splits = {"train": train, "validation": validation, "test": test}
     for name, frame in splits.items():
-        frame.to_parquet(out / f"{name}.parquet", index=False)
-    write_json(out / "labels.json", {"labels": labels})
+        frame.to_parquet(out / SPLIT_FILES[name], index=False)
+    write_json(out / LABELS_FILE, {"labels": labels})
 
     report = {
         "dataset_uri": ingest_report["dataset_uri"],
@@ -210,8 +221,8 @@ def validate_and_split(ingest_dir: str | Path, config: SplitConfig, output_dir: 
             "validation_set_sha256": sha256_rows(validation["label"].tolist(), validation["text"].tolist()),
         },
     }
-    write_json(out / "validation_report.json", report)
-    (out / "validation_report.md").write_text(render_markdown(report), encoding="utf-8")
+    write_json(out / REPORT_FILE, report)
+    (out / REPORT_MARKDOWN_FILE).write_text(render_markdown(report), encoding="utf-8")
     log.info("splits: %s; leakage removed: %d", report["rows_out"], leakage["removed_from_train"])
     return SplitResult(out, report)
 

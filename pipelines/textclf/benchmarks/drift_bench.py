@@ -32,8 +32,9 @@ import pandas as pd
 from scipy import stats
 
 from textclf.monitor.config import DriftConfig
-from textclf.monitor.drift import DriftDetector, describe_rule
+from textclf.monitor.detector import DriftDetector, describe_rule
 from textclf.monitor.reference import (
+    REFERENCE_FILE,
     Reference,
     load_reference,
     predict_with_bundle,
@@ -84,7 +85,7 @@ def _reference(splits_dir: Path, onnx_dir: Path, config: DriftConfig, cache_dir:
 
     version = load_bundle(onnx_dir).model_version(Precision.INT8)
     path = cache_dir / f"reference-{version}-{config.reference_size}-{config.seed}"
-    if (path / "reference.parquet").is_file():
+    if (path / REFERENCE_FILE).is_file():
         return load_reference(path)
     reference = reference_from_splits(splits_dir, onnx_dir, config.reference_size, config.seed)
     save_reference(reference, path)

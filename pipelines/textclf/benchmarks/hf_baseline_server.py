@@ -18,6 +18,7 @@ import kserve
 from kserve.errors import InvalidInput
 
 from textclf.text import normalise_text
+from textclf.train.train import METADATA_FILE
 
 #: Name under which the baseline is served (``/v1/models/{name}:predict``).
 BASELINE_MODEL_NAME = "textclf"
@@ -47,7 +48,7 @@ class HuggingFaceBaselineModel(kserve.Model):
         """
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        metadata = json.loads((self.model_dir / "textclf_metadata.json").read_text(encoding="utf-8"))
+        metadata = json.loads((self.model_dir / METADATA_FILE).read_text(encoding="utf-8"))
         self.labels = tuple(metadata["labels"])
         self.max_length = int(metadata["max_length"])
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
@@ -96,8 +97,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model-dir", type=Path, required=True, help="train stage output directory")
     parser.add_argument("--http-port", type=int, required=True)
     args = parser.parse_args(argv)
-    if not (args.model_dir / "textclf_metadata.json").is_file():
-        parser.error(f"{args.model_dir}: not a train stage output (textclf_metadata.json missing)")
+    if not (args.model_dir / METADATA_FILE).is_file():
+        parser.error(f"{args.model_dir}: not a train stage output ({METADATA_FILE} missing)")
     model = HuggingFaceBaselineModel(BASELINE_MODEL_NAME, args.model_dir)
     model.load()
     server = kserve.ModelServer(http_port=args.http_port, enable_grpc=False, workers=1, enable_latency_logging=False)

@@ -3,8 +3,9 @@
 Imports nothing from textclf but :mod:`textclf.text`, and neither torch nor transformers. Start it with
 ``python -m textclf.serving --model-dir BUNDLE`` or :func:`textclf.serving.server.serve`.
 
-Modules: ``config`` (``ServingConfig``, ``Precision``), ``bundle`` (reading the export bundle), ``inputs`` (request
-parsing and limits), ``codec`` (tokenising and response formatting shared by predictor and transformer), ``engine``
-(ONNX Runtime), ``batcher`` (micro-batching), ``metrics`` (Prometheus), ``request_log`` (JSON-lines drift log),
-``predictor`` (the ``kserve.Model``), ``transformer`` (the Triton transformer), ``server`` (``serve``).
+Modules: ``contract`` (the export bundle's file names and ONNX tensors, ``ONNX_SPEC``), ``config``
+(``ServingConfig``, ``Precision``), ``bundle`` (reading the export bundle), ``inputs`` (request parsing and limits),
+``codec`` (tokenising and response formatting shared by predictor and transformer), ``engine`` (ONNX Runtime),
+``batcher`` (micro-batching), ``metrics`` (Prometheus), ``request_log`` (JSON-lines drift log), ``predictor`` (the
+``kserve.Model``), ``transformer`` (the Triton transformer), ``server`` (``serve``).
 """

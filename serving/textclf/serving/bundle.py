@@ -1,6 +1,6 @@
 """The export bundle as the serving side sees it: labels, max length, tokenizer, model version.
 
-Reads only JSON and ``tokenizer.json``; needs neither torch nor transformers.
+Reads only JSON and the tokenizer file; needs neither torch nor transformers.
 """
 
 from __future__ import annotations
@@ -13,11 +13,8 @@ from typing import Any
 from tokenizers import Tokenizer
 
 from textclf.serving.config import Precision
+from textclf.serving.contract import LABELS_FILE, METADATA_FILE, TOKENIZER_FILE
 from textclf.text import NORMALISATION_VERSION
-
-METADATA_FILE = "export_metadata.json"
-LABELS_FILE = "labels.json"
-TOKENIZER_FILE = "tokenizer.json"
 
 
 class BundleError(ValueError):

@@ -13,12 +13,11 @@ import numpy as np
 from kserve.protocol.infer_type import InferOutput, InferResponse
 from tokenizers import Tokenizer
 
+from textclf.serving.contract import ATTENTION_MASK, INPUT_IDS
 from textclf.text import normalise_text
 
 #: Padding id; padded positions are masked out (attention_mask 0), so they never affect the logits.
 PAD_ID = 0
-#: Output of the exported graph (and of the Triton model).
-LOGITS_OUTPUT = "logits"
 V2_LABEL_OUTPUT = "label"
 V2_PROBABILITIES_OUTPUT = "probabilities"
 
@@ -36,8 +35,8 @@ class EncodedBatch:
     attention_mask: np.ndarray
 
     def feeds(self) -> dict[str, np.ndarray]:
-        """The ONNX/Triton input tensors by name."""
-        return {"input_ids": self.input_ids, "attention_mask": self.attention_mask}
+        """The ONNX/Triton input tensors by name (the names of :data:`textclf.serving.contract.ONNX_SPEC`)."""
+        return {INPUT_IDS: self.input_ids, ATTENTION_MASK: self.attention_mask}
 
 
 def tokenise(tokenizer: Tokenizer, texts: list[str]) -> list[list[int]]:

@@ -9,7 +9,8 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
-from textclf.serving.codec import LOGITS_OUTPUT, length_groups, pad, softmax, tokenise
+from textclf.serving.codec import length_groups, pad, softmax, tokenise
+from textclf.serving.contract import LOGITS
 
 if TYPE_CHECKING:
     from textclf.serving.bundle import ExportBundle
@@ -90,7 +91,7 @@ class OnnxTextClassifier:
         rows: list[np.ndarray] = [np.empty(0)] * len(texts)
         for group in groups:
             batch = pad([token_ids[index] for index in group])
-            logits = self._session.run([LOGITS_OUTPUT], batch.feeds())[0]
+            logits = self._session.run([LOGITS], batch.feeds())[0]
             for index, row in zip(group, softmax(logits), strict=True):
                 rows[index] = row
         return np.stack(rows)

@@ -5,8 +5,9 @@ Triton's classification extension). Triton's ``onnxruntime`` backend runs the ex
 the graph to TensorRT through ONNX Runtime's TensorRT execution provider (the ``optimization`` block).
 
 The KServe transformer (``textclf.serving`` with ``--predictor-host``) tokenises texts and calls this model over
-the V2 protocol, so the config declares exactly the export spec's tensors: ``input_ids`` and ``attention_mask``
-(INT64, ``[batch, sequence]``) in, ``logits`` (FP32, ``[batch, n_labels]``) out.
+the V2 protocol, so the config declares exactly the tensors of the export spec
+(:data:`textclf.serving.contract.ONNX_SPEC`): ``input_ids`` and ``attention_mask`` (INT64, ``[batch, sequence]``) in,
+``logits`` (FP32, ``[batch, n_labels]``) out.
 
 Needs neither torch nor transformers (the serving image has neither). Command line:
 ``python -m textclf.serving.triton --bundle-dir DIR --repo-dir DIR [--precision fp32] [--no-tensorrt] ...``.
@@ -24,16 +25,17 @@ from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
-from textclf.serving.bundle import METADATA_FILE, BundleError, ExportBundle, load_bundle
+from textclf.serving.bundle import BundleError, ExportBundle, load_bundle
 from textclf.serving.config import Precision
+from textclf.serving.contract import METADATA_FILE, ONNX_SPEC
 
 CONFIG_FILE = "config.pbtxt"
 LABELS_TXT = "labels.txt"
-#: Triton's model file name for the onnxruntime backend (``default_model_filename``).
+#: The model file in the version directory: the onnxruntime backend's default name, a Triton convention independent
+#: of the bundle's file names (either precision's graph is copied to it; ``default_model_filename`` names it too).
 TRITON_ONNX_FILE = "model.onnx"
-#: The export spec's tensors, in the order the graph declares them.
-INPUT_NAMES = ("input_ids", "attention_mask")
-OUTPUT_NAME = "logits"
+#: numpy element type (:attr:`~textclf.serving.contract.OnnxSpec.input_dtype`, ``output_dtype``) -> Triton data type.
+TRITON_DATA_TYPES = {"int64": "TYPE_INT64", "float32": "TYPE_FP32"}
 
 
 class InstanceKind(str, Enum):
@@ -155,8 +157,12 @@ def render_config(config: TritonConfig, n_labels: int) -> str:
     Returns:
         The file's text, ending in a newline.
     """
-    inputs = [_tensor(name, "TYPE_INT64", [-1]) for name in INPUT_NAMES]
-    output = _tensor(OUTPUT_NAME, "TYPE_FP32", [n_labels], (f'label_filename: "{LABELS_TXT}"',))
+    # dims leave out the batch axis (implicit with max_batch_size): inputs [sequence], the output [n_labels].
+    inputs = [_tensor(name, TRITON_DATA_TYPES[ONNX_SPEC.input_dtype], [-1]) for name in ONNX_SPEC.inputs]
+    (logits,) = ONNX_SPEC.outputs
+    output = _tensor(
+        logits, TRITON_DATA_TYPES[ONNX_SPEC.output_dtype], [n_labels], (f'label_filename: "{LABELS_TXT}"',)
+    )
     lines = [
         f'name: "{config.model_name}"',
         'backend: "onnxruntime"',
@@ -208,10 +214,11 @@ def _check_spec(bundle_dir: Path, spec: dict) -> None:
         BundleError: Different input or output names.
     """
     inputs, outputs = sorted(spec.get("inputs", {})), sorted(spec.get("outputs", {}))
-    if inputs != sorted(INPUT_NAMES) or outputs != [OUTPUT_NAME]:
+    expected_inputs, expected_outputs = sorted(ONNX_SPEC.inputs), sorted(ONNX_SPEC.outputs)
+    if inputs != expected_inputs or outputs != expected_outputs:
         raise BundleError(
             f"{bundle_dir / METADATA_FILE}: spec has inputs {inputs} and outputs {outputs}, expected "
-            f"{sorted(INPUT_NAMES)} and ['{OUTPUT_NAME}']"
+            f"{expected_inputs} and {expected_outputs}"
         )
 
 
