@@ -241,6 +241,38 @@ def test_triton_overlay_pairs_triton_with_the_transformer():
     assert not any(arg.startswith("--predictor") and "host" in arg for arg in transformer["args"])
 
 
+def test_serving_image_args_are_the_servers_flags():
+    """Every container of the serving image gets arguments ``python -m textclf.serving`` parses (after KServe's
+    ``{{.Name}}`` substitution, with the flags KServe appends to a transformer), for the bundle where KServe's storage
+    initializer puts it and the port its probes use; a rendered InferenceService's args, appended to the runtime's,
+    set the precision."""
+    from textclf.deploy.kserve import KSERVE_MODEL_DIR, render_inference_service
+    from textclf.serving.__main__ import config_from_args
+    from textclf.serving.config import Precision
+
+    appended_by_kserve = {
+        "transformer": ["--predictor_host", "textclf-triton-predictor.serving", "--http_port", "8080"],
+    }
+    checked = set()
+    for overlay, resource in all_rendered():
+        for where, container in _containers(resource):
+            if container.get("image") != SERVING_IMAGE:
+                continue
+            args = [arg.replace("{{.Name}}", "textclf") for arg in container["args"]]
+            config = config_from_args([*args, *appended_by_kserve.get(where.split("/")[0], [])])
+            ports = {port["containerPort"] for port in container["ports"]}
+            ports |= {container[probe]["httpGet"]["port"] for probe in ("readinessProbe", "livenessProbe")}
+            assert (config.model_dir, ports) == (KSERVE_MODEL_DIR, {config.http_port}), (overlay, where)
+            checked.add((overlay, where))
+    assert {("cpu", "runtime/kserve-container"), ("custom-container", "predictor/kserve-container"),
+            ("gpu-triton", "transformer/kserve-container")} <= checked
+    (runtime,) = [r for r in render(MANIFESTS / "base") if r["kind"] == "ServingRuntime"]
+    runtime_args = [arg.replace("{{.Name}}", "textclf") for arg in runtime["spec"]["containers"][0]["args"]]
+    for precision in Precision:
+        appended = render_inference_service("s3://bucket/v1/", precision=precision.value)["spec"]["predictor"]
+        assert config_from_args([*runtime_args, *appended["model"]["args"]]).precision is precision
+
+
 # --- schemas ----------------------------------------------------------------------------------------------------
 
 

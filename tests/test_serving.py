@@ -28,7 +28,7 @@ from textclf.serving.bundle import BundleError, load_bundle
 from textclf.serving.codec import length_groups, pad, softmax, v1_response, v2_response
 from textclf.serving.config import Precision, ServingConfig
 from textclf.serving.inputs import InputLimits, RequestKind, parse_request, texts_from_v1, texts_from_v2
-from textclf.serving.request_log import RequestLog
+from textclf.serving.request_log import InvalidRecord, MalformedLine, RequestLog, RequestRecord
 from textclf.text import NORMALISATION_VERSION, normalise_text
 
 LABELS = ("World", "Sports", "Business", "Sci/Tech")
@@ -178,6 +178,9 @@ def test_v2_texts_from_json_strings_and_grpc_bytes():
         (v2_request(["a"], name="texts"), "missing input 'text'"),
         (v2_request([1, 2], datatype="INT64"), "must have datatype BYTES, got INT64"),
         (v2_request(["a", "b"], shape=[3]), "data does not match shape [3]"),
+        (v2_request(["a", "b"], shape=[-1]), "data does not match shape [-1]"),
+        (v2_request(["a", "b"], shape=[2, -1]), "data does not match shape [2, -1]"),
+        (v2_request(["a", "b"], shape=[-2, -1]), "data does not match shape [-2, -1]"),
         (v2_request([]), "empty request"),
         (v2_request([""]), "instance 0: empty text"),
     ],
@@ -261,9 +264,14 @@ def test_bundle_with_another_normalisation_version_is_refused(tmp_path):
         load_bundle(write_fake_bundle(tmp_path / "bundle", normalisation_version="0"))
 
 
-def test_cli_rejects_unusable_arguments_with_exit_code_2(tmp_path, capsys):
-    from textclf.serving.__main__ import config_from_args
+def test_cli_rejects_unusable_arguments_with_exit_code_2(tmp_path, capsys, monkeypatch):
+    from textclf.serving import server
+    from textclf.serving.__main__ import config_from_args, main
 
+    def no_server(*_args):
+        raise AssertionError("the bundle loaded: the server would start")
+
+    monkeypatch.setattr(server, "build_model_server", no_server)
     cases = [
         (["--model-dir", str(tmp_path / "missing")], "model directory not found"),
         (["--model-dir", str(write_fake_bundle(tmp_path / "b"))], "model.int8.onnx not found"),
@@ -272,9 +280,9 @@ def test_cli_rejects_unusable_arguments_with_exit_code_2(tmp_path, capsys):
         (["--model-dir", str(tmp_path)], "export_metadata.json not found"),
         (["--model-dir", str(tmp_path / "b"), "--predictor-host", "t:8001", "--workers", "4"], "--workers must be 1"),
     ]
-    for argv, message in cases:
+    for argv, message in cases:  # main: the bundle is checked by the model's load, after parsing
         with pytest.raises(SystemExit) as excinfo:
-            config_from_args(argv)
+            main(argv)
         assert excinfo.value.code == 2
         assert message in capsys.readouterr().err
     config = config_from_args(["--model-dir", str(tmp_path / "b"), "--predictor-host", "triton:8001"])
@@ -283,6 +291,84 @@ def test_cli_rejects_unusable_arguments_with_exit_code_2(tmp_path, capsys):
     config = config_from_args(["--model-dir", str(tmp_path / "b"), "--model_name", "textclf", "--predictor_host",
                                "triton.ns:80", "--http_port", "8080", "--workers", "1"])
     assert (config.model_name, config.predictor_host, config.http_port) == ("textclf", "triton.ns:80", 8080)
+
+
+def test_arguments_are_parsed_without_reading_the_bundle_and_load_fetches_it_once(tmp_path, monkeypatch):
+    from textclf.serving import transformer
+    from textclf.serving.__main__ import config_from_args
+
+    config = config_from_args(["--model-dir", "s3://no-such-bucket/bundle/", "--predictor-host", "triton:8001"])
+    assert config.model_dir == "s3://no-such-bucket/bundle/", "a URI stays a URI; nothing is downloaded yet"
+    fetched = []
+    bundle = write_fake_bundle(tmp_path / "bundle")
+    monkeypatch.setattr(transformer, "fetch_bundle", lambda uri, cache_dir: fetched.append((uri, cache_dir)) or bundle)
+    model = transformer.TritonTextTransformer(config)
+    assert model.load() and model.bundle.labels == LABELS
+    assert fetched == [("s3://no-such-bucket/bundle/", config.model_cache_dir)]
+
+
+def test_to_args_parses_back_to_an_equal_config(tmp_path):
+    """``ServingConfig.to_args`` (what every deploy target passes) and the server's parser agree, field by field."""
+    from dataclasses import fields
+
+    from textclf.serving.__main__ import config_from_args
+    from textclf.serving.config import SERVER_FLAGS
+
+    assert set(SERVER_FLAGS) == {field.name for field in fields(ServingConfig)}
+    default = ServingConfig(model_dir="s3://bucket/bundle/")
+    changed = ServingConfig(
+        model_dir=tmp_path / "bundle dir", model_cache_dir=tmp_path / "cache", model_name="ag-news", precision="fp32",
+        http_port=9000, grpc_port=9001, enable_grpc=False, max_batch_size=8, max_wait_ms=2.5, max_instances=10,
+        max_text_bytes=100, intra_op_threads=default.intra_op_threads + 1, warmup_batches=0,
+        request_log=tmp_path / "requests.jsonl", request_log_max_bytes=1000, request_log_backups=0,
+        predictor_host="triton:8001", predictor_protocol="v2",
+    )
+    for config in (default, changed, ServingConfig(model_dir="/mnt/models", predictor_host="triton:8001")):
+        assert config_from_args(config.to_args()) == config
+    assert default.to_args() == ["--model-name=textclf", "--model-dir=s3://bucket/bundle/", "--precision=int8",
+                                 "--http-port=8080"]
+    assert len(changed.to_args()) == len(SERVER_FLAGS), "every field not at its default is stated"
+    assert default.to_args(fields=("precision", "http_port")) == ["--precision=int8", "--http-port=8080"]
+    with pytest.raises(ValueError, match="not ServingConfig fields: \\['port'\\]"):
+        default.to_args(fields=("precision", "port"))
+
+
+def test_kserve_flags_reach_the_model_server(monkeypatch):
+    """KServe's own flags (here from ``$TEXTCLF_SERVING_ARGS``, not ``sys.argv``) configure ``kserve.ModelServer``,
+    the transformer's predictor client and the options KServe reads from ``kserve.model_server.args``."""
+    import argparse
+
+    import kserve.model_server
+    from kserve import context
+
+    from textclf.serving.__main__ import build_parser, parse_command_line, resolve_argv
+    from textclf.serving.server import build_model_server
+
+    monkeypatch.setattr(kserve.model_server, "args", argparse.Namespace(**vars(kserve.model_server.args)))
+    previous = context.get_predictor_config()
+    monkeypatch.setenv("TEXTCLF_SERVING_ARGS", (
+        "--model-dir=s3://b/bundle/ --predictor_host=triton:8001 --predictor_protocol=v2 --predictor_use_ssl=true "
+        "--predictor_request_timeout_seconds=30 --predictor_request_retries=2 --enable_predictor_health_check "
+        "--http_port=9000 --enable_grpc=false --max_threads=7 --timeout-keep-alive=5 --configure_logging=false "
+        "--grpc_max_send_message_length=1234 --enable_latency_logging=true"))
+    config, options = parse_command_line(build_parser(), resolve_argv(["serve"]))
+    assert (config.http_port, config.enable_grpc, config.predictor_protocol) == (9000, False, "v2")
+    try:
+        model_server = build_model_server(config, options)
+        predictor = context.get_predictor_config()
+    finally:
+        context.set_predictor_config(previous)
+    assert (model_server.http_port, model_server.enable_grpc, model_server.max_threads) == (9000, False, 7)
+    assert (model_server.timeout_keep_alive, model_server.enable_latency_logging) == (5, True)
+    assert (predictor.predictor_host, predictor.predictor_protocol, predictor.predictor_use_ssl) == (
+        "triton:8001", "v2", True)
+    assert (predictor.predictor_request_timeout_seconds, predictor.predictor_request_retries,
+            predictor.predictor_health_check) == (30, 2, True)
+    assert kserve.model_server.args.grpc_max_send_message_length == 1234
+    assert kserve.model_server.args.configure_logging is False
+    # KServe's parser keeps its own defaults: this server's are set on a copy.
+    assert kserve.model_server.parser.parse_args([]).model_name == "model"
+    assert build_parser().parse_args(["--model-dir", "x"]).enable_latency_logging is False
 
 
 def test_request_log_writes_json_lines_and_rotates(tmp_path):
@@ -297,6 +383,32 @@ def test_request_log_writes_json_lines_and_rotates(tmp_path):
     line = json.loads(path.read_text().splitlines()[-1])
     assert set(line) == {"timestamp", "text", "label", "probabilities", "model_version"}
     assert line["probabilities"] == {label: 0.25 for label in LABELS} and line["timestamp"].endswith("+00:00")
+
+
+def test_request_record_is_the_log_schema_for_writer_and_readers(tmp_path):
+    path = tmp_path / "requests.jsonl"
+    log = RequestLog(path, max_bytes=1 << 20, backups=1)
+    log.record(["Stocks fell"], ["Business"], softmax(np.array([[0.0, 0.0, 2.0, 0.0]], dtype=np.float32)), LABELS, "v1")
+    log.close()
+    (line,) = path.read_text(encoding="utf-8").splitlines()
+    record = RequestRecord.from_json(line)
+    assert (record.text, record.label, record.model_version) == ("Stocks fell", "Business", "v1")
+    assert record.confidence == max(record.probabilities.values()) and record.moment().tzinfo is not None
+    assert RequestRecord.from_json(record.to_json()) == record and record.to_json() == line
+    ab = RequestRecord.from_dict({"label": "World", "model_version": "v2", "user_id": 7, "variant": "",
+                                  "shadow": {"model_version": "v1", "label": "Sports"}, "unknown": [1]})
+    assert (ab.user_id, ab.variant, ab.shadow[0].label) == ("7", None, "Sports")
+    for bad in ("{not json", "[1, 2]"):
+        with pytest.raises(MalformedLine):
+            RequestRecord.from_json(bad)
+    for bad in ({"text": "x"}, {"label": "World", "probabilities": {"World": 1.5}}, {"label": "World", "text": 3},
+                {"label": "World", "latency_ms": -1}):
+        with pytest.raises(InvalidRecord):
+            RequestRecord.from_dict(bad)
+    with pytest.raises(InvalidRecord, match="missing or empty 'text'"):
+        RequestRecord.from_dict({"label": "World", "text": " "}).require("text")
+    with pytest.raises(InvalidRecord, match="bad 'timestamp'"):
+        RequestRecord.from_dict({"label": "World", "timestamp": "yesterday"}).moment()
 
 
 # ---------------------------------------------------------------------------------------------------- transformer
@@ -559,6 +671,36 @@ def test_bad_input_gets_400_naming_the_problem_and_the_server_keeps_serving(serv
     plain = httpx.post(urls["v1"], content=b'{"instances": ["cut', headers={"content-type": "text/plain"}, timeout=30)
     assert plain.status_code == 400 and "request body is not valid JSON" in plain.json()["error"]
     assert v1_predict(server, ag_news_texts[:1])["predictions"][0]["label"]
+
+
+@pytest.mark.slow
+@requires_ag_news
+def test_v2_shape_that_does_not_state_the_data_gets_400_over_rest_and_grpc(server, ag_news_texts):
+    """A negative size is no wildcard: ``[-1]`` (which numpy's reshape would fill in) and sizes that do not match
+    the data are refused like every other shape mismatch."""
+    import grpc
+    import httpx
+    from kserve import InferenceGRPCClient
+
+    texts = ag_news_texts[:2]
+    for shape in ([-1], [2, -1], [-2, -1], [3], [1]):
+        body = {"id": "req-1", "inputs": [{"name": "text", "shape": shape, "datatype": "BYTES", "data": texts}]}
+        response = httpx.post(f"{server.http}/v2/models/textclf/infer", json=body, timeout=30)
+        assert response.status_code == 400, (shape, response.text)
+        assert f"data does not match shape {shape}" in response.json()["error"]
+
+    async def call() -> InferResponse:
+        client = InferenceGRPCClient(url=f"{LOOPBACK}:{server.grpc_port}", timeout=30, retries=2)
+        try:
+            return await client.infer(v2_request([text.encode("utf-8") for text in texts], shape=[-1]))
+        finally:
+            await client.close()
+
+    with pytest.raises(grpc.aio.AioRpcError) as excinfo:
+        asyncio.run(call())
+    assert excinfo.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "data does not match shape [-1]" in excinfo.value.details()
+    assert v1_predict(server, texts)["predictions"][0]["label"]
 
 
 @pytest.mark.slow

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import deploy_fakes
 import pytest
-import test_deploy
 import yaml
-from test_deploy import kfp, kfp_server  # noqa: F401  (pytest fixtures)
+from deploy_fakes import kfp, kfp_server  # noqa: F401  (pytest fixtures)
 
 from textclf.deploy.kubeflow import KubeflowConfig
 from textclf.deploy.vertex import VertexPipelineConfig
@@ -70,7 +70,7 @@ def recurring_answer(original):
 
 def test_weekly_recurring_run(kfp, monkeypatch):
     host, state = kfp
-    monkeypatch.setattr(test_deploy, "answer", recurring_answer(test_deploy.answer))
+    monkeypatch.setattr(deploy_fakes, "answer", recurring_answer(deploy_fakes.answer))
     config = RecurringRunConfig(kubeflow=KubeflowConfig(host=host, token="t0ken"), arguments=ARGUMENTS)
     assert create_recurring_run(config) == "recurring-1"
     body = state.requests[-1].json()

@@ -25,6 +25,8 @@ from textclf.provenance import atomic_file
 MANIFESTS_DIR_ENV = "TEXTCLF_MANIFESTS_DIR"
 INFERENCE_SERVICE_FILE = "overlays/cpu/inferenceservice.yaml"
 SERVING_RUNTIME = "textclf-onnx"
+#: Where KServe's storage initializer puts ``storageUri`` (the ServingRuntime's ``--model-dir``).
+KSERVE_MODEL_DIR = "/mnt/models"
 DEFAULT_NAME = "textclf"
 DEFAULT_PRECISION = "int8"
 #: Annotation recording which registry version the manifest serves.
@@ -117,7 +119,7 @@ def render_inference_service(
     Raises:
         ConfigError: An invalid name, namespace, URI, traffic share or precision.
     """
-    from textclf.serving.config import Precision
+    from textclf.serving.config import Precision, ServingConfig
 
     check_storage_uri(storage_uri)
     if not NAME_PATTERN.match(name or ""):
@@ -148,7 +150,8 @@ def render_inference_service(
     if model.get("runtime") != SERVING_RUNTIME:
         raise ConfigError(f"{INFERENCE_SERVICE_FILE} no longer uses the {SERVING_RUNTIME} runtime: update deploy")
     model["storageUri"] = storage_uri
-    model["args"] = [f"--precision={precision}"]  # appended to the runtime's args; the last --precision wins
+    # Appended to the runtime's args (KServe concatenates them): this --precision comes last and wins.
+    model["args"] = ServingConfig(model_dir=KSERVE_MODEL_DIR, precision=precision).to_args(fields=("precision",))
     if image:
         model["image"] = image
     if canary_traffic_percent is None:

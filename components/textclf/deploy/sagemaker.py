@@ -25,6 +25,7 @@ import hashlib
 import json
 import os
 import re
+import shlex
 import tarfile
 import tempfile
 from collections.abc import Mapping
@@ -34,13 +35,14 @@ from typing import Any
 
 from textclf.errors import ConfigError, TextclfError
 from textclf.provenance import atomic_file, sha256_file
+from textclf.serving.config import SAGEMAKER_ARGS_ENV, ServingConfig
 
 SAGEMAKER_ENDPOINT_URL_ENV = "SAGEMAKER_ENDPOINT_URL"
 MODEL_ARCHIVE = "model.tar.gz"
 SAGEMAKER_MODEL_DIR = "/opt/ml/model"
 SAGEMAKER_PORT = 8080
-#: Container variable holding the serving arguments for SageMaker's layout.
-SERVING_ARGS_ENV = "TEXTCLF_SERVING_ARGS"
+#: Container variable holding the serving arguments for SageMaker's layout (the server reads it on ``serve``).
+SERVING_ARGS_ENV = SAGEMAKER_ARGS_ENV
 MODEL_VERSION_TAG = "textclf-pipelines/model-version"
 DEFAULT_INSTANCE_TYPE = "ml.m5.large"
 ROLE_ARN_PATTERN = re.compile(
@@ -163,8 +165,8 @@ def bundle_files(bundle_dir: str | os.PathLike[str], precision: str = "int8") ->
     Raises:
         ConfigError: Not a directory, or a file the server needs is missing.
     """
-    from textclf.serving.bundle import LABELS_FILE, METADATA_FILE, TOKENIZER_FILE
     from textclf.serving.config import Precision
+    from textclf.serving.contract import LABELS_FILE, METADATA_FILE, TOKENIZER_FILE
 
     root = Path(bundle_dir)
     if not root.is_dir():
@@ -265,9 +267,12 @@ class SageMakerRequests:
 
 
 def serving_args(config: SageMakerConfig) -> str:
-    """``python -m textclf.serving`` arguments for SageMaker's layout (model in /opt/ml/model, HTTP on 8080)."""
-    return (f"--model-name={config.model_name} --model-dir={SAGEMAKER_MODEL_DIR} --precision={config.precision} "
-            f"--http-port={SAGEMAKER_PORT} --no-grpc")
+    """``python -m textclf.serving`` arguments for SageMaker's layout (model in /opt/ml/model, HTTP on 8080, no
+    gRPC: SageMaker routes HTTP only), from :meth:`textclf.serving.config.ServingConfig.to_args`, shell-quoted as
+    the server splits them."""
+    server = ServingConfig(model_name=config.model_name, model_dir=SAGEMAKER_MODEL_DIR, precision=config.precision,
+                           http_port=SAGEMAKER_PORT, enable_grpc=False)
+    return shlex.join(server.to_args())
 
 
 def _short_hash(*parts: Any) -> str:

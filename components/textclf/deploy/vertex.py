@@ -275,10 +275,13 @@ class EndpointDeployRequest:
 
 
 def serving_container_args(model_name: str, precision: str) -> list[str]:
-    """Arguments of ``python -m textclf.serving`` on Vertex AI: the model folder is ``$(AIP_STORAGE_URI)``
-    (Vertex substitutes the variable), HTTP on port 8080, no gRPC (Vertex routes HTTP only)."""
-    return [f"--model-name={model_name}", "--model-dir=$(AIP_STORAGE_URI)", f"--precision={precision}",
-            f"--http-port={SERVING_PORT}", "--no-grpc"]
+    """Arguments of ``python -m textclf.serving`` on Vertex AI, from
+    :meth:`textclf.serving.config.ServingConfig.to_args`: the model folder is ``$(AIP_STORAGE_URI)`` (Vertex
+    substitutes the variable), HTTP on port 8080, no gRPC (Vertex routes HTTP only)."""
+    from textclf.serving.config import ServingConfig
+
+    return ServingConfig(model_name=model_name, model_dir="$(AIP_STORAGE_URI)", precision=precision,
+                         http_port=SERVING_PORT, enable_grpc=False).to_args()
 
 
 def build_model_upload_request(config: VertexModelConfig) -> ModelUploadRequest:

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tempfile
+from collections.abc import Collection
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
+
+from textclf.serving.contract import FP32_ONNX_FILE, INT8_ONNX_FILE
 
 
 class Precision(str, Enum):
@@ -21,14 +25,46 @@ class Precision(str, Enum):
         return ONNX_FILES[self]
 
 
-#: Precision -> ONNX file name written by the export stage (``textclf.export.export``).
-ONNX_FILES: dict[Precision, str] = {Precision.FP32: "model.onnx", Precision.INT8: "model.int8.onnx"}
+#: Precision -> ONNX file of the export bundle (:mod:`textclf.serving.contract`).
+ONNX_FILES: dict[Precision, str] = {Precision.FP32: FP32_ONNX_FILE, Precision.INT8: INT8_ONNX_FILE}
 
 
 #: KServe protocols a Triton predictor speaks (KServe's ``PredictorProtocol`` values).
 TRITON_PROTOCOLS = ("v2", "grpc-v2")
 #: Where ``--model-dir s3://...`` / ``gs://...`` bundles are downloaded to.
 DEFAULT_MODEL_CACHE_DIR = Path(tempfile.gettempdir()) / "textclf-models"
+
+#: The ``python -m textclf.serving`` flag of every :class:`ServingConfig` field, in the order
+#: :meth:`ServingConfig.to_args` writes them; the server's parser (``textclf.serving.__main__``) reads the same
+#: names. Six fields are KServe ModelServer options, and KServe's own flags set them too (``--model_name``,
+#: ``--http_port``, ``--grpc_port``, ``--enable_grpc``, ``--predictor_host``, ``--predictor_protocol``); the spellings
+#: here are the ones the manifests, the deploy targets and the docs use. ``enable_grpc`` has only this off switch.
+SERVER_FLAGS: dict[str, str] = {
+    "model_name": "--model-name",
+    "model_dir": "--model-dir",
+    "model_cache_dir": "--model-cache-dir",
+    "precision": "--precision",
+    "http_port": "--http-port",
+    "grpc_port": "--grpc-port",
+    "enable_grpc": "--no-grpc",
+    "max_batch_size": "--max-batch-size",
+    "max_wait_ms": "--max-wait-ms",
+    "max_instances": "--max-instances",
+    "max_text_bytes": "--max-text-bytes",
+    "intra_op_threads": "--intra-op-threads",
+    "warmup_batches": "--warmup-batches",
+    "request_log": "--request-log",
+    "request_log_max_bytes": "--request-log-max-bytes",
+    "request_log_backups": "--request-log-backups",
+    "predictor_host": "--predictor-host",
+    "predictor_protocol": "--predictor-protocol",
+}
+#: Fields :meth:`ServingConfig.to_args` states even at their defaults: the routes, the probes and what is served
+#: depend on them, so a deployment's arguments say them outright.
+ALWAYS_STATED = ("model_name", "model_dir", "precision", "http_port")
+#: SageMaker starts a serving container with the single argument ``serve``; the server's own arguments then come
+#: from this variable (shell-style quoting; set by ``textclf deploy sagemaker``).
+SAGEMAKER_ARGS_ENV = "TEXTCLF_SERVING_ARGS"
 
 
 def default_intra_op_threads() -> int:
@@ -42,7 +78,10 @@ class ServingConfig:
 
     Attributes:
         model_dir: Export bundle (``model.onnx``, ``model.int8.onnx``, ``tokenizer.json``, ``labels.json``,
-            ``export_metadata.json``).
+            ``export_metadata.json``): a directory, or an ``s3://`` / ``gs://`` prefix, which the model's ``load``
+            downloads into ``model_cache_dir`` first. Kept as ``str`` (an ``os.PathLike`` is converted), so that a
+            URI keeps its ``//``.
+        model_cache_dir: Where a bundle from an object store is downloaded to (once: a restart reuses it).
         model_name: Name under which KServe serves the model (``/v1/models/{model_name}:predict``).
         precision: Which ONNX model to run.
         http_port: REST port (V1 and V2).
@@ -65,7 +104,8 @@ class ServingConfig:
         predictor_protocol: How the transformer talks to Triton: ``"v2"`` (REST) or ``"grpc-v2"``.
     """
 
-    model_dir: Path
+    model_dir: str
+    model_cache_dir: Path = DEFAULT_MODEL_CACHE_DIR
     model_name: str = "textclf"
     precision: Precision = Precision.INT8
     http_port: int = 8080
@@ -84,11 +124,16 @@ class ServingConfig:
     predictor_protocol: str = "grpc-v2"
 
     def __post_init__(self) -> None:
-        """Reject values no server could run with.
+        """Convert paths and the precision to the fields' types, and reject values no server could run with.
 
         Raises:
-            ValueError: A size, count or wait is out of range.
+            ValueError: An unknown precision or protocol, or a size, count or wait out of range.
         """
+        object.__setattr__(self, "model_dir", os.fspath(self.model_dir))
+        object.__setattr__(self, "model_cache_dir", Path(self.model_cache_dir))
+        object.__setattr__(self, "precision", Precision(self.precision))
+        if self.request_log is not None:
+            object.__setattr__(self, "request_log", Path(self.request_log))
         positive = {
             "max_batch_size": self.max_batch_size, "max_instances": self.max_instances,
             "max_text_bytes": self.max_text_bytes, "intra_op_threads": self.intra_op_threads,
@@ -103,3 +148,32 @@ class ServingConfig:
             raise ValueError(f"predictor_protocol must be one of {TRITON_PROTOCOLS}, got {self.predictor_protocol!r}")
         if self.warmup_batches < 0 or self.request_log_backups < 0:
             raise ValueError("warmup_batches and request_log_backups must be >= 0")
+
+    def to_args(self, fields: Collection[str] | None = None) -> list[str]:
+        """The server's command line for this configuration; ``python -m textclf.serving`` parses it back to an
+        equal config. Every deploy target builds its container arguments here.
+
+        Args:
+            fields: State only these fields, each even at its default (e.g. ``("precision",)`` for arguments
+                appended to a ServingRuntime's). None: the :data:`ALWAYS_STATED` fields and every other field that
+                is not at its default.
+
+        Returns:
+            ``--flag=value`` items in :data:`SERVER_FLAGS` order. ``enable_grpc`` is stated only when off
+            (``--no-grpc``), a field that is ``None`` (no request log, no Triton host) not at all.
+
+        Raises:
+            ValueError: ``fields`` names something that is not a field.
+        """
+        unknown = set(fields or ()) - set(SERVER_FLAGS)
+        if unknown:
+            raise ValueError(f"not ServingConfig fields: {sorted(unknown)}")
+        defaults = {field.name: field.default for field in dataclasses.fields(self)}
+        args = []
+        for name, flag in SERVER_FLAGS.items():
+            value = getattr(self, name)
+            stated = name in fields if fields is not None else name in ALWAYS_STATED or value != defaults[name]
+            if not stated or value is None or value is True:
+                continue
+            args.append(flag if value is False else f"{flag}={value.value if isinstance(value, Enum) else value}")
+        return args

@@ -149,7 +149,8 @@ def texts_from_v2(request: InferRequest, limits: InputLimits) -> list[str]:
         The validated texts.
 
     Raises:
-        InvalidInput: No ``text`` input, not BYTES, data not matching the shape, or a text is invalid.
+        InvalidInput: No ``text`` input, not BYTES, a shape that is not exactly the data's (a negative or
+            missing size too), or a text is invalid.
     """
     text_input = request.get_input_by_name(V2_TEXT_INPUT)
     if text_input is None:
@@ -161,10 +162,20 @@ def texts_from_v2(request: InferRequest, limits: InputLimits) -> list[str]:
 
 
 def _flat_items(text_input: InferInput) -> list[Any]:
+    """The input's items in order, once its declared shape states exactly the shape of its data.
+
+    Raises:
+        InvalidInput: The data cannot take the shape, or the shape has a negative size: KServe's ``as_numpy`` is
+            numpy's ``reshape``, which fills in one ``-1`` size instead of refusing it.
+    """
     try:
-        return text_input.as_numpy().ravel().tolist()
+        array = text_input.as_numpy()
     except (ValueError, TypeError) as exc:
         raise InvalidInput(f"input {V2_TEXT_INPUT!r}: data does not match shape {text_input.shape} ({exc})") from exc
+    if list(array.shape) != list(text_input.shape):
+        raise InvalidInput(f"input {V2_TEXT_INPUT!r}: data does not match shape {text_input.shape} (sizes must be "
+                           f">= 0 and hold the {array.size} items sent)")
+    return array.ravel().tolist()
 
 
 def parse_request(payload: dict[str, Any] | InferRequest, limits: InputLimits) -> ParsedRequest:

@@ -11,7 +11,7 @@ from kserve.protocol.infer_type import InferRequest, InferResponse
 
 from textclf.serving import metrics
 from textclf.serving.batcher import MicroBatcher
-from textclf.serving.bundle import ExportBundle, load_bundle
+from textclf.serving.bundle import ExportBundle, fetch_bundle, load_bundle
 from textclf.serving.codec import predicted_labels, v1_response, v2_response
 from textclf.serving.config import ServingConfig
 from textclf.serving.engine import OnnxTextClassifier
@@ -59,15 +59,16 @@ class TextClassifierPredictor(ValidatedInPreprocess, kserve.Model):
         self._request_log: RequestLog | None = None
 
     def load(self) -> bool:
-        """Load the bundle's tokenizer and ONNX model, warm the model up, open the request log.
+        """Fetch the bundle (an ``s3://`` / ``gs://`` ``model_dir`` is downloaded into ``model_cache_dir``, once),
+        load its tokenizer and ONNX model, warm the model up, open the request log.
 
         Returns:
             ``True``: the model is ready (KServe reports ready only from here on).
 
         Raises:
-            textclf.serving.bundle.BundleError: The bundle is missing files or incompatible.
+            textclf.serving.bundle.BundleError: The bundle cannot be fetched, is missing files or is incompatible.
         """
-        self.bundle = load_bundle(self.config.model_dir)
+        self.bundle = load_bundle(fetch_bundle(self.config.model_dir, self.config.model_cache_dir))
         classifier = OnnxTextClassifier.from_bundle(
             self.bundle, self.config.precision, self.config.intra_op_threads, self.config.max_batch_size,
             self.config.warmup_batches,

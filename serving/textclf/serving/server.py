@@ -1,11 +1,13 @@
-"""Starting the server: ``serve(config)`` loads the model and runs KServe's ModelServer (blocking)."""
+"""Starting the server: ``serve(config, options)`` loads the model and runs KServe's ModelServer (blocking)."""
 
 from __future__ import annotations
 
+import argparse
 import logging
 from http import HTTPStatus
 
 import kserve
+import kserve.model_server
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -14,7 +16,8 @@ from kserve.predictor_config import PredictorConfig
 
 from textclf.serving.config import ServingConfig
 
-#: KServe logs one line per request (timings, access log); at hundreds of requests/s that is real CPU time.
+#: KServe logs one line per request (timings, access log); at hundreds of requests/s that is real CPU time, so they
+#: are quiet unless ``--enable_latency_logging=true`` or a ``--log_config_file`` asks for them.
 _PER_REQUEST_LOGGERS = ("kserve.trace", "uvicorn.access")
 
 
@@ -57,49 +60,65 @@ class SageMakerRoutes:
 
 
 def build_model(config: ServingConfig) -> kserve.Model:
-    """The ONNX predictor, or the Triton transformer when ``config.predictor_host`` is set; loaded and warmed up.
+    """The ONNX predictor, or the Triton transformer when ``config.predictor_host`` is set; not loaded yet (its
+    ``load`` fetches and checks the bundle, once).
 
     Args:
         config: Serving configuration.
 
     Returns:
-        The ready model.
-
-    Raises:
-        textclf.serving.bundle.BundleError: The bundle is missing files or incompatible.
+        The model, not ready until its ``load`` returned.
     """
     if config.predictor_host is not None:
         from textclf.serving.transformer import TritonTextTransformer
 
-        model: kserve.Model = TritonTextTransformer(config)
-    else:
-        from textclf.serving.predictor import TextClassifierPredictor
+        return TritonTextTransformer(config)
+    from textclf.serving.predictor import TextClassifierPredictor
 
-        model = TextClassifierPredictor(config)
-    model.load()
-    return model
+    return TextClassifierPredictor(config)
 
 
-def build_model_server(config: ServingConfig) -> kserve.ModelServer:
-    """KServe's ModelServer on the configured ports (and, for the transformer, pointing at Triton).
+def build_model_server(config: ServingConfig, options: argparse.Namespace) -> kserve.ModelServer:
+    """KServe's ModelServer on the configured ports (and, for the transformer, pointing at Triton), with KServe's own
+    options from the command line.
+
+    KServe reads some options from ``kserve.model_server.args`` instead of its constructor (logging:
+    ``--configure_logging``, ``--log_config_file``; gRPC message sizes; the predictor defaults). That namespace is
+    parsed from ``sys.argv`` when ``kserve.model_server`` is imported, and this server's arguments may come from
+    elsewhere (``$TEXTCLF_SERVING_ARGS``, ``textclf serve``), so it is set from ``options`` first.
 
     Args:
         config: Serving configuration.
+        options: The parsed command line ``config`` came from (``textclf.serving.__main__.parse_command_line``):
+            it holds every option of KServe's parser.
 
     Returns:
         The (not yet started) server.
     """
+    kserve_args = kserve.model_server.args
+    for name in vars(kserve_args):
+        setattr(kserve_args, name, getattr(options, name))
     predictor_config = None
     if config.predictor_host is not None:
-        predictor_config = PredictorConfig(predictor_host=config.predictor_host,
-                                           predictor_protocol=config.predictor_protocol)
+        predictor_config = PredictorConfig(
+            predictor_host=config.predictor_host, predictor_protocol=config.predictor_protocol,
+            predictor_use_ssl=options.predictor_use_ssl,
+            predictor_request_timeout_seconds=options.predictor_request_timeout_seconds,
+            predictor_request_retries=options.predictor_request_retries,
+            predictor_health_check=options.enable_predictor_health_check,
+        )
     return kserve.ModelServer(
-        http_port=config.http_port, grpc_port=config.grpc_port, enable_grpc=config.enable_grpc, workers=1,
-        enable_latency_logging=False, predictor_config=predictor_config,
+        http_port=config.http_port, grpc_port=config.grpc_port, enable_grpc=config.enable_grpc,
+        workers=1,  # one process owns the micro-batcher and the ONNX session (the parser refuses other values)
+        max_threads=options.max_threads, max_asyncio_workers=options.max_asyncio_workers,
+        enable_docs_url=options.enable_docs_url, enable_latency_logging=options.enable_latency_logging,
+        access_log_format=options.access_log_format, event_loop=options.event_loop,
+        timeout_keep_alive=options.timeout_keep_alive, predictor_config=predictor_config,
+        ssl_certfile=options.ssl_certfile, ssl_keyfile=options.ssl_keyfile,
     )
 
 
-def serve(config: ServingConfig) -> None:
+def serve(config: ServingConfig, options: argparse.Namespace) -> None:
     """Load, warm up and serve the export bundle until SIGTERM/SIGINT.
 
     The model reports ready (``/v2/health/ready``, ``/v1/models/{name}``) only once it is loaded and warmed up:
@@ -108,17 +127,21 @@ def serve(config: ServingConfig) -> None:
 
     Args:
         config: Serving configuration.
+        options: The parsed command line ``config`` came from: KServe's own options (see
+            :func:`build_model_server`).
 
     Raises:
-        textclf.serving.bundle.BundleError: The bundle is missing files or incompatible (raised before any port
-            is opened).
+        textclf.serving.bundle.BundleError: The bundle cannot be fetched, is missing files or is incompatible
+            (raised by the model's ``load``, before any port is opened).
     """
     model = build_model(config)
-    server = build_model_server(config)
+    model.load()
+    server = build_model_server(config, options)
     kserve_rest_app.add_exception_handler(RequestValidationError, request_validation_error_handler)
     kserve_rest_app.add_middleware(SageMakerRoutes, model_name=config.model_name)
-    for name in _PER_REQUEST_LOGGERS:
-        logging.getLogger(name).setLevel(logging.WARNING)
+    if not options.enable_latency_logging and options.log_config_file is None:
+        for name in _PER_REQUEST_LOGGERS:
+            logging.getLogger(name).setLevel(logging.WARNING)
     try:
         server.start([model])
     finally:

@@ -17,9 +17,10 @@ from kserve.errors import InferenceError
 from kserve.protocol.infer_type import InferInput, InferRequest, InferResponse
 
 from textclf.serving import metrics
-from textclf.serving.bundle import ExportBundle, load_bundle
-from textclf.serving.codec import LOGITS_OUTPUT, pad, predicted_labels, softmax, tokenise, v1_response, v2_response
+from textclf.serving.bundle import ExportBundle, fetch_bundle, load_bundle
+from textclf.serving.codec import pad, predicted_labels, softmax, tokenise, v1_response, v2_response
 from textclf.serving.config import ServingConfig
+from textclf.serving.contract import LOGITS
 from textclf.serving.inputs import (
     InputLimits,
     ParsedRequest,
@@ -88,15 +89,16 @@ class TritonTextTransformer(ValidatedInPreprocess, kserve.Model):
         self._tokenizer = None
 
     def load(self) -> bool:
-        """Read the bundle's labels and tokenizer (the ONNX files are not needed here).
+        """Fetch the bundle (an ``s3://`` / ``gs://`` ``model_dir`` is downloaded into ``model_cache_dir``, once) and
+        read its labels and tokenizer (the ONNX files are not needed here).
 
         Returns:
             ``True``.
 
         Raises:
-            textclf.serving.bundle.BundleError: The bundle is missing files or incompatible.
+            textclf.serving.bundle.BundleError: The bundle cannot be fetched, is missing files or is incompatible.
         """
-        self.bundle = load_bundle(self.config.model_dir)
+        self.bundle = load_bundle(fetch_bundle(self.config.model_dir, self.config.model_cache_dir))
         self._tokenizer = self.bundle.load_tokenizer()
         self.ready = True
         return self.ready
@@ -160,9 +162,9 @@ class TritonTextTransformer(ValidatedInPreprocess, kserve.Model):
             kserve.errors.InferenceError: Triton's response has no ``logits`` output.
         """
         assert self.bundle is not None, "postprocess called before load"
-        logits_output = result.response.get_output_by_name(LOGITS_OUTPUT)
+        logits_output = result.response.get_output_by_name(LOGITS)
         if logits_output is None:
-            raise InferenceError(f"predictor response has no {LOGITS_OUTPUT!r} output")
+            raise InferenceError(f"predictor response has no {LOGITS!r} output")
         probabilities = softmax(logits_output.as_numpy().reshape(len(result.request.texts), -1))
         metrics.observe_predictions(self.name, predicted_labels(probabilities, self.bundle.labels), probabilities)
         model_version = result.response.model_version or self.bundle.git_commit[:12]
