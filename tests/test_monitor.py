@@ -25,9 +25,10 @@ from conftest import ARXIV_CS, requires_ag_news
 from test_manifests import MANIFESTS, core_errors, render
 
 from textclf.errors import ConfigError, DataValidationError, ObjectNotFoundError, TextclfError
+from textclf.monitor import Cooldown, DriftDetector, DriftResult, SignalResult
 from textclf.monitor.config import SIGNALS, DriftConfig
-from textclf.monitor.drift import Cooldown, DriftDetector, DriftResult, SignalResult, drift_score
 from textclf.monitor.reference import build_reference, load_reference, save_reference
+from textclf.monitor.result import drift_score
 
 LABELS = ("World", "Sports", "Business", "Sci/Tech")
 pytestmark = requires_ag_news

@@ -2,7 +2,7 @@
 
 The CLI (``textclf monitor`` / ``textclf drift-check``), the KFP component and the benchmark build a
 :class:`DriftConfig` from their flags, so a default is changed here and nowhere else. The decision rule these knobs
-feed is documented in :mod:`textclf.monitor.drift`.
+feed is documented in :mod:`textclf.monitor.detector`.
 """
 
 from __future__ import annotations

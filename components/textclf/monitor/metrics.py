@@ -43,7 +43,7 @@ class MonitorMetrics:
         self.window_rows = Gauge("textclf_drift_window_rows", "Rows in the last checked window", registry=r)
         self.pending_rows = Gauge("textclf_drift_pending_rows", "Rows read but not yet checked", registry=r)
         self.check_seconds = Gauge("textclf_drift_check_duration_seconds",
-                                   "Seconds the last check took (statistics and report)", registry=r)
+                                   "Seconds the statistics of the last check took (not its HTML report)", registry=r)
         self.signal_p_value = Gauge("textclf_drift_signal_p_value", "p-value of each signal in the last check",
                                     ["signal"], registry=r)
         self.signal_drifted = Gauge("textclf_drift_signal_drifted", "1 if the signal drifted in the last check",
@@ -57,7 +57,7 @@ class MonitorMetrics:
                                        "Request-log lines skipped as malformed", registry=r)
 
     def observe_check(self, result: Any) -> None:
-        """Set the gauges from a :class:`textclf.monitor.drift.DriftResult`."""
+        """Set the gauges from a :class:`textclf.monitor.result.DriftResult`."""
         self.drift_score.set(result.drift_score)
         self.drifted_share.set(result.drifted_share)
         self.drift_detected.set(1 if result.drift_detected else 0)

@@ -1,47 +1,38 @@
-"""The long-running drift monitor behind ``textclf monitor``.
+"""The long-running drift monitor behind ``textclf monitor``, and the one-shot check behind ``textclf drift-check``.
 
-It tails the serving request log (JSON lines written by :class:`textclf.serving.request_log.RequestLog`: one object
-per prediction with ``timestamp``, ``text``, ``label``, ``probabilities``, ``model_version``; rotated as ``path``,
-``path.1``, ``path.2``, ...), collects rows into windows (``window_size`` rows, or ``window_seconds`` after the
-window's first request once it has ``min_window_size`` rows), checks each window with
-:class:`textclf.monitor.drift.DriftDetector`, writes ``checks/<check_id>.json`` and ``.html`` under the state
+It reads the serving request log with :class:`textclf.monitor.tailer.LogTailer` (rotation, malformed lines and
+several replicas' logs are handled there), collects rows into windows (``window_size`` rows, or ``window_seconds``
+after the window's first request once it has ``min_window_size`` rows), checks each window with
+:class:`textclf.monitor.detector.DriftDetector`, writes ``checks/<check_id>.json`` and ``.html`` under the state
 directory, updates the Prometheus gauges, applies the cooldown and calls ``on_drift(result)`` for a drift that is
 acted on.
 
-State (``state.json`` in the state directory, replaced atomically after every poll that changed anything): the read
-position in each log (inode, byte offset and a hash of the file's first line, so that rotation and inode reuse are
-recognised), the rows read but not yet checked, the cooldown and counters. A killed monitor resumes from it: every
-logged row lands in a checked window; a crash between writing a check's result and saving the state re-checks that
-window (at-least-once), and a crash while ``on_drift`` runs calls it again on restart (``pending_trigger``).
-
-Log reading rules: only complete lines are consumed (a line still being written is read on the next poll); a
-malformed line (not JSON, or missing/invalid ``text``, ``label``, ``probabilities``, ``timestamp``) is skipped and
-counted (``malformed_lines`` in the state, ``textclf_drift_malformed_log_lines_total``); rotated files are read
-oldest first. Several logs (one per predictor replica) are read when ``request_logs`` names several files or a
-directory (every ``*.jsonl`` in it).
+State (``state.json`` in the state directory, replaced atomically after every poll that changed anything): the
+tailer's read position in each log, the rows read but not yet checked, the cooldown and counters (malformed lines
+skipped: ``malformed_lines``, and ``textclf_drift_malformed_log_lines_total``). A killed monitor resumes from it:
+every logged row lands in a checked window; a crash between writing a check's result and saving the state
+re-checks that window (at-least-once), and a crash while ``on_drift`` runs calls it again on restart
+(``pending_trigger``).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
 from textclf.errors import DataValidationError, ObjectNotFoundError, TextclfError
 from textclf.monitor.config import DriftConfig
-from textclf.monitor.drift import Cooldown, DriftDetector, DriftResult
+from textclf.monitor.detector import Cooldown, DriftDetector
 from textclf.monitor.metrics import MonitorMetrics
 from textclf.monitor.reference import Reference
+from textclf.monitor.result import DriftResult
+from textclf.monitor.tailer import LogTailer, read_request_log, rows_to_window
 from textclf.provenance import read_json, write_json
 
 log = logging.getLogger(__name__)
@@ -49,199 +40,8 @@ log = logging.getLogger(__name__)
 STATE_FILE = "state.json"
 CHECKS_DIR = "checks"
 STATE_VERSION = 1
-#: Malformed lines logged individually per poll (the rest are only counted).
-MALFORMED_EXAMPLES = 3
 
 OnDrift = Callable[[DriftResult], None]
-
-
-# --- reading the rotated log ------------------------------------------------------------------------------------
-
-
-@dataclass
-class LogPosition:
-    """How far a log has been consumed: the file (inode, hash of its first line) and the byte offset in it."""
-
-    inode: int
-    offset: int
-    head: str = ""
-
-
-def rotated_files(base: Path) -> list[Path]:
-    """``base``, ``base.1``, ``base.2``, ... that exist, newest first (RotatingFileHandler's naming)."""
-    files = [base] if base.is_file() else []
-    index = 1
-    while (candidate := base.with_name(f"{base.name}.{index}")).is_file():
-        files.append(candidate)
-        index += 1
-    return files
-
-
-def _head_hash(handle: Any) -> str:
-    handle.seek(0)
-    first = handle.readline(1 << 16)
-    return hashlib.sha256(first).hexdigest()[:16] if first.endswith(b"\n") else ""
-
-
-def read_new_lines(base: Path, position: LogPosition | None) -> tuple[list[bytes], LogPosition | None]:
-    """Complete lines appended to a rotated log since ``position``, oldest first.
-
-    Args:
-        base: The log file (rotated copies are ``base.1``, ``base.2``, ...).
-        position: Where the last read stopped (None: read everything there is).
-
-    Returns:
-        The new lines (without newlines) and the new position.
-    """
-    files = rotated_files(base)
-    if not files:
-        return [], position
-    oldest_first = list(reversed(files))
-    try:
-        inodes = [os.stat(path).st_ino for path in oldest_first]
-    except FileNotFoundError:  # rotating right now: the next poll sees the new files
-        return [], position
-    start, offset = 0, 0
-    if position is not None:
-        for index, path in enumerate(oldest_first):
-            if inodes[index] != position.inode:
-                continue
-            try:
-                with open(path, "rb") as handle:
-                    same = not position.head or position.offset == 0 or _head_hash(handle) == position.head
-            except FileNotFoundError:  # rotated away while listing
-                continue
-            if same:
-                start, offset = index, position.offset
-                break
-        else:
-            log.warning("%s: the file last read (inode %d) was rotated away; reading every rotated file from the "
-                        "start (rows logged while the monitor was down for several rotations may be lost)",
-                        base, position.inode)
-    lines: list[bytes] = []
-    for index in range(start, len(oldest_first)):
-        path = oldest_first[index]
-        newest = index == len(oldest_first) - 1
-        try:
-            handle = open(path, "rb")
-        except FileNotFoundError:  # rotated between listing and opening: the next poll picks it up
-            break
-        with handle:
-            inode = os.fstat(handle.fileno()).st_ino
-            if inode != inodes[index]:  # rotated between listing and opening: stop, the next poll re-lists
-                break
-            head = _head_hash(handle)
-            size = os.fstat(handle.fileno()).st_size
-            if offset > size:  # truncated or replaced in place
-                log.warning("%s: shorter (%d bytes) than the saved offset %d; reading it from the start",
-                            path, size, offset)
-                offset = 0
-            handle.seek(offset)
-            data = handle.read()
-        end = data.rfind(b"\n") + 1
-        if not newest and end < len(data):
-            end = len(data)  # a rotated file is final: its unterminated tail is a (probably broken) last line
-        lines.extend(line for line in data[:end].splitlines() if line.strip())
-        position = LogPosition(inode=inode, offset=offset + end, head=head or _first_line_hash(data, offset))
-        offset = 0
-    return lines, position
-
-
-def _first_line_hash(data: bytes, offset: int) -> str:
-    if offset != 0:
-        return ""
-    newline = data.find(b"\n")
-    return hashlib.sha256(data[:newline + 1]).hexdigest()[:16] if newline >= 0 else ""
-
-
-def log_files(paths: Sequence[str | Path]) -> list[Path]:
-    """The base log files named by ``paths``: files as given, directories expanded to their ``*.jsonl`` files.
-
-    Raises:
-        ObjectNotFoundError: None of them exists yet (neither the file nor a rotated copy).
-    """
-    bases: list[Path] = []
-    for raw in paths:
-        path = Path(raw)
-        if path.is_dir():
-            bases += sorted(p for p in path.iterdir() if p.is_file() and p.name.endswith(".jsonl"))
-        else:
-            bases.append(path)
-    existing = [base for base in bases if rotated_files(base)]
-    if not existing:
-        named = ", ".join(str(p) for p in paths)
-        raise ObjectNotFoundError(
-            f"request log not found: {named} (no such file, rotated copy or *.jsonl file); is the model server "
-            "writing its request log (--request-log) to this path?"
-        )
-    return existing
-
-
-def parse_record(line: bytes) -> dict[str, Any] | str:
-    """One request-log line as a compact row, or the reason it is malformed.
-
-    Returns:
-        ``{"ts": ISO timestamp, "t": Unix seconds, "x": text, "l": label, "c": confidence, "v": model version}`` or
-        a string saying what is wrong.
-    """
-    try:
-        record = json.loads(line)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        return f"not JSON ({exc.msg if isinstance(exc, json.JSONDecodeError) else exc})"
-    if not isinstance(record, dict):
-        return "not a JSON object"
-    text, label, probabilities = record.get("text"), record.get("label"), record.get("probabilities")
-    if not isinstance(text, str) or not text.strip():
-        return "missing or empty 'text'"
-    if not isinstance(label, str) or not label:
-        return "missing 'label'"
-    if not isinstance(probabilities, dict) or not probabilities:
-        return "missing 'probabilities'"
-    try:
-        confidence = max(float(v) for v in probabilities.values())
-    except (TypeError, ValueError):
-        return "non-numeric 'probabilities'"
-    if not 0.0 <= confidence <= 1.0:
-        return f"probability {confidence} outside [0, 1]"
-    stamp = record.get("timestamp")
-    try:
-        moment = datetime.fromisoformat(str(stamp))
-    except ValueError:
-        return f"bad 'timestamp' {stamp!r}"
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return {"ts": moment.isoformat(), "t": moment.timestamp(), "x": text, "l": label, "c": confidence,
-            "v": str(record.get("model_version", ""))}
-
-
-def rows_to_window(rows: Iterable[dict[str, Any]]) -> pd.DataFrame:
-    """Compact rows (:func:`parse_record`) as the DataFrame :meth:`DriftDetector.check` takes."""
-    rows = list(rows)
-    return pd.DataFrame({
-        "text": [r["x"] for r in rows], "label": [r["l"] for r in rows], "confidence": [r["c"] for r in rows],
-        "timestamp": [r["ts"] for r in rows], "model_version": [r["v"] for r in rows],
-    })
-
-
-def read_request_log(paths: Sequence[str | Path]) -> tuple[list[dict[str, Any]], int]:
-    """Every valid row of the request log(s), oldest file first (for one-shot checks).
-
-    Returns:
-        The rows (see :func:`parse_record`) and the number of malformed lines skipped.
-
-    Raises:
-        ObjectNotFoundError: No log at ``paths``.
-    """
-    rows, malformed = [], 0
-    for base in log_files(paths):
-        lines, _ = read_new_lines(base, None)
-        for line in lines:
-            parsed = parse_record(line)
-            if isinstance(parsed, str):
-                malformed += 1
-            else:
-                rows.append(parsed)
-    return rows, malformed
 
 
 # --- state ------------------------------------------------------------------------------------------------------
@@ -327,6 +127,7 @@ class DriftMonitor:
             self.state.cooldown = {}
         self.state.reference_fingerprint = reference.fingerprint
         self.cooldown = Cooldown.from_dict(self.state.cooldown)
+        self.tailer = LogTailer(self.request_logs, self.state.positions)
         self.last_poll: float | None = None
         self._warned_versions: set[str] = set()
         self.metrics.pending_rows.set(len(self.state.pending))
@@ -334,22 +135,9 @@ class DriftMonitor:
     # -- reading --
 
     def _read(self) -> list[dict[str, Any]]:
-        rows, malformed, examples = [], 0, 0
-        for base in log_files(self.request_logs):
-            saved = self.state.positions.get(str(base))
-            position = LogPosition(**saved) if saved else None
-            lines, new_position = read_new_lines(base, position)
-            for line in lines:
-                parsed = parse_record(line)
-                if isinstance(parsed, str):
-                    malformed += 1
-                    if examples < MALFORMED_EXAMPLES:
-                        log.warning("%s: skipping malformed line (%s): %.120r", base, parsed, line)
-                        examples += 1
-                    continue
-                rows.append(parsed)
-            if new_position is not None:
-                self.state.positions[str(base)] = asdict(new_position)
+        found = self.tailer.read()
+        self.state.positions = self.tailer.positions_state()
+        rows, malformed = found.rows, found.malformed
         self.state.rows_read += len(rows)
         self.state.malformed_lines += malformed
         self.state.malformed_since_check += malformed
@@ -442,7 +230,12 @@ class DriftMonitor:
         if result.triggered and self.on_drift is not None:
             self.state.pending_trigger = result.check_id
             self.state.cooldown_before_trigger = before
-        result.save(self.checks_dir, with_html=self.write_html)
+        result.save(self.checks_dir, with_html=False)
+        if self.write_html:
+            try:
+                result.save_html(self.checks_dir)
+            except Exception:  # the report is secondary: the JSON result is written, the check counts
+                log.exception("HTML report of check %s failed; its JSON result is written", result.check_id)
         self._prune_reports()
         self._save_state()
         if self.state.pending_trigger == result.check_id:

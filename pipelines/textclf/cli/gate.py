@@ -31,7 +31,7 @@ def cmd_gate(args: argparse.Namespace) -> int:
 
 
 def cmd_ab_report(args: argparse.Namespace) -> int:
-    from textclf.gate import ABTestConfig, analyse_ab_log, write_ab_report
+    from textclf.monitor.abtest import ABTestConfig, analyse_ab_log, write_ab_report
 
     config = ABTestConfig(alpha=args.alpha, control=args.control, treatment=args.treatment,
                           min_labelled=args.min_labelled, control_version=args.control_version,
@@ -55,7 +55,7 @@ def add_gate_commands(subparsers: Any) -> tuple[argparse.ArgumentParser, argpars
         "gate", help="promotion decision: McNemar's test plus a minimum accuracy gain, candidate vs production"
     )
     gate.add_argument("--candidate", type=Path, required=True,
-                      help="candidate's evaluate-stage directory (or its predictions.parquet)")
+                      help="candidate's evaluate-stage directory (or the predictions file in it)")
     gate.add_argument("--production", type=Path, default=None,
                       help="production model's evaluation on the same test set (omit: no production model yet)")
     gate.add_argument("--alpha", type=float, default=0.05, help="McNemar significance level (default 0.05)")

@@ -6,27 +6,20 @@ Assignment
     same variant for a given salt (use a new salt per experiment so the same users are not always the treated
     ones), and raising the percentage only moves users from control to treatment, never back.
 
-Record format (JSON lines, one object per prediction; unknown fields are ignored)
-    The serving request log (``serving/request_log.py``) writes::
+Record format
+    The serving request log's schema, :class:`textclf.serving.request_log.RequestRecord` (JSON lines, one object
+    per prediction): the server writes ``timestamp``, ``text``, ``label``, ``probabilities`` and ``model_version``;
+    the A/B fields are ``request_id`` (joins delayed ground truth from a labels file), ``user_id`` (the hashed key;
+    checks assignment consistency), ``variant``, ``latency_ms``, ``true_label`` (ground truth when already known)
+    and ``shadow`` (predictions of other versions on the same request, for prediction disagreement).
 
-        {"timestamp": ISO-8601 str, "text": str, "label": predicted class str,
-         "probabilities": {class: float}, "model_version": str}
-
-    The A/B log adds::
-
-        "request_id": str       - joins delayed ground truth from a labels file
-        "user_id":    str       - the hashed key; used to check assignment consistency
-        "variant":    "control" | "treatment"
-        "latency_ms": number    - server-side latency of the request
-        "true_label": str       - optional; ground truth when already known
-        "shadow":     {"model_version": str, "label": str} or a list of them - optional; predictions of other
-                                  versions on the same request (shadow mode), for prediction disagreement
-
-    Required per record: ``model_version`` (non-empty string) and ``label`` (string). A record without
-    ``variant`` is assigned from ``ABTestConfig.control_version`` / ``treatment_version`` when its model version
-    matches one of them, else it counts only in the per-version table. Lines that are not JSON objects are counted
-    as ``malformed_lines`` and skipped; JSON objects lacking a required field are counted as ``invalid_records``
-    and skipped. ``.gz`` files are read transparently (rotated logs: pass every file).
+    The analysis needs a ``label`` and a non-empty ``model_version`` per record. A record without ``variant`` is
+    assigned from ``ABTestConfig.control_version`` / ``treatment_version`` when its model version matches one of
+    them, else it counts only in the per-version table. Lines that are not JSON objects
+    (:class:`~textclf.serving.request_log.MalformedLine`) are counted as ``malformed_lines`` and skipped; records
+    that break the schema or lack ``label`` / ``model_version``
+    (:class:`~textclf.serving.request_log.InvalidRecord`) are counted as ``invalid_records`` and skipped. ``.gz``
+    files are read transparently (rotated logs: pass every file).
 
 Labels file (delayed ground truth)
     JSON lines ``{"request_id": str, "true_label": str}`` (``"label"`` is accepted for ``"true_label"``), a CSV
@@ -59,6 +52,7 @@ from typing import Any
 import numpy as np
 
 from textclf.errors import ConfigError, DataValidationError
+from textclf.serving.request_log import InvalidRecord, MalformedLine, RequestRecord
 
 CONTROL = "control"
 TREATMENT = "treatment"
@@ -135,7 +129,7 @@ class ABTestConfig:
 class ABLog:
     """Valid records read from one or more log files, with counts of what was skipped."""
 
-    records: list[dict[str, Any]] = field(default_factory=list)
+    records: list[RequestRecord] = field(default_factory=list)
     lines: int = 0
     malformed_lines: int = 0
     invalid_records: int = 0
@@ -148,21 +142,18 @@ def _open_text(path: Path) -> io.TextIOBase:
     return open(path, encoding="utf-8", errors="replace")  # noqa: SIM115 - closed by the caller's with
 
 
-def _valid_record(record: Any) -> bool:
-    return (
-        isinstance(record, dict)
-        and isinstance(record.get("model_version"), str) and bool(record["model_version"])
-        and isinstance(record.get("label"), str)
-    )
-
-
-def _add(log: ABLog, record: Any) -> None:
-    if not isinstance(record, dict):
+def _add(log: ABLog, item: str | RequestRecord | Mapping[str, Any]) -> None:
+    """Count ``item`` (a log line, a record or its JSON object) as a record, a malformed line or an invalid one."""
+    try:
+        if isinstance(item, str):
+            record = RequestRecord.from_json(item)
+        else:
+            record = item if isinstance(item, RequestRecord) else RequestRecord.from_dict(item)
+        log.records.append(record.require("model_version"))
+    except MalformedLine:
         log.malformed_lines += 1
-    elif not _valid_record(record):
+    except InvalidRecord:
         log.invalid_records += 1
-    else:
-        log.records.append(record)
 
 
 def read_ab_log(paths: str | Path | Iterable[str | Path]) -> ABLog:
@@ -185,12 +176,7 @@ def read_ab_log(paths: str | Path | Iterable[str | Path]) -> ABLog:
                 if not line:
                     continue
                 log.lines += 1
-                try:
-                    record = json.loads(line)
-                except ValueError:
-                    log.malformed_lines += 1
-                    continue
-                _add(log, record)
+                _add(log, line)
     return log
 
 
@@ -254,12 +240,13 @@ def read_labels(path: str | Path) -> tuple[dict[str, str], int]:
 # --------------------------------------------------------------------------------------------------------------
 
 
-def _latency(record: Mapping[str, Any]) -> float | None:
-    value = record.get("latency_ms")
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    value = float(value)
-    return value if math.isfinite(value) and value >= 0 else None
+@dataclass(frozen=True)
+class _Row:
+    """A record with the ground truth and the variant the analysis settled on."""
+
+    record: RequestRecord
+    true_label: str | None
+    variant: str
 
 
 def _wilson(correct: int, n: int) -> list[float] | None:
@@ -271,26 +258,26 @@ def _wilson(correct: int, n: int) -> list[float] | None:
     return [float(low), float(high)]
 
 
-def _group_stats(records: list[dict[str, Any]], percentiles: tuple[float, ...]) -> dict[str, Any]:
-    labelled = [r for r in records if r.get("_true_label") is not None]
-    correct = sum(1 for r in labelled if r["label"] == r["_true_label"])
-    latencies = np.array([v for v in (_latency(r) for r in records) if v is not None], dtype=float)
-    predicted = Counter(r["label"] for r in records)
+def _group_stats(rows: list[_Row], percentiles: tuple[float, ...]) -> dict[str, Any]:
+    labelled = [r for r in rows if r.true_label is not None]
+    correct = sum(1 for r in labelled if r.record.label == r.true_label)
+    latencies = np.array([r.record.latency_ms for r in rows if r.record.latency_ms is not None], dtype=float)
+    predicted = Counter(r.record.label for r in rows)
     latency: dict[str, Any] = {"count": int(latencies.size)}
     if latencies.size:
         latency["mean"] = float(latencies.mean())
         for p in percentiles:
             latency[f"p{p:g}"] = float(np.percentile(latencies, p))
     return {
-        "requests": len(records),
-        "users": len({str(r["user_id"]) for r in records if r.get("user_id") not in (None, "")}),
+        "requests": len(rows),
+        "users": len({r.record.user_id for r in rows if r.record.user_id is not None}),
         "labelled": len(labelled),
         "correct": correct,
         "accuracy": correct / len(labelled) if labelled else None,
         "accuracy_ci95": _wilson(correct, len(labelled)),
         "latency_ms": latency,
         "predicted_counts": dict(sorted(predicted.items())),
-        "predicted_distribution": {k: v / len(records) for k, v in sorted(predicted.items())},
+        "predicted_distribution": {k: v / len(rows) for k, v in sorted(predicted.items())},
     }
 
 
@@ -321,23 +308,18 @@ def _majority(counter: Counter) -> str:
     return sorted(counter.items(), key=lambda kv: (-kv[1], kv[0]))[0][0]
 
 
-def _disagreement(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _disagreement(records: list[RequestRecord]) -> list[dict[str, Any]]:
     """Disagreement per version pair, from shared texts and from shadow predictions."""
     by_text: dict[str, dict[str, Counter]] = defaultdict(lambda: defaultdict(Counter))
     shadow_pairs: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
     for record in records:
-        text = record.get("text")
-        if isinstance(text, str):
-            by_text[text][record["model_version"]][record["label"]] += 1
-        shadows = record.get("shadow")
-        if isinstance(shadows, dict):
-            shadows = [shadows]
-        for shadow in shadows if isinstance(shadows, list) else []:
-            if (isinstance(shadow, dict) and isinstance(shadow.get("model_version"), str)
-                    and isinstance(shadow.get("label"), str) and shadow["model_version"] != record["model_version"]):
-                pair = (record["model_version"], shadow["model_version"])
+        if record.text is not None:
+            by_text[record.text][record.model_version][record.label] += 1
+        for shadow in record.shadow:
+            if shadow.model_version != record.model_version:
+                pair = (record.model_version, shadow.model_version)
                 shadow_pairs[pair][0] += 1
-                shadow_pairs[pair][1] += int(shadow["label"] != record["label"])
+                shadow_pairs[pair][1] += int(shadow.label != record.label)
     text_pairs: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
     for versions in by_text.values():
         if len(versions) < 2:
@@ -370,14 +352,15 @@ def _records_from(log: Any) -> ABLog:
 
 
 def analyse_ab_log(
-    log: ABLog | str | Path | Iterable[str | Path] | Iterable[Mapping[str, Any]],
+    log: ABLog | str | Path | Iterable[str | Path] | Iterable[RequestRecord | Mapping[str, Any]],
     config: ABTestConfig | None = None,
     labels: Mapping[str, str] | str | Path | None = None,
 ) -> dict[str, Any]:
     """Analyse a canary's request log: per-version and per-variant stats, disagreement, and a significance test.
 
     Args:
-        log: Records (dicts), a log path, several paths (rotated files), or an :class:`ABLog`.
+        log: Records (:class:`RequestRecord` or their JSON objects), a log path, several paths (rotated files),
+            or an :class:`ABLog`.
         config: Variant names, alpha, minimum labelled requests per variant, latency percentiles.
         labels: Delayed ground truth, ``{request_id: true_label}`` or a labels file (see the module docstring).
 
@@ -405,31 +388,27 @@ def analyse_ab_log(
     version_to_variant = {v: name for v, name in ((config.control_version, config.control),
                                                   (config.treatment_version, config.treatment)) if v}
     joined = conflicts = 0
-    records: list[dict[str, Any]] = []
-    for source in parsed.records:
-        record = dict(source)
-        own = record.get("true_label") if isinstance(record.get("true_label"), str) and record["true_label"] else None
-        late = labels.get(str(record.get("request_id"))) if record.get("request_id") not in (None, "") else None
+    records: list[_Row] = []
+    for record in parsed.records:
+        own = record.true_label
+        late = labels.get(record.request_id) if record.request_id is not None else None
         if late is not None:
             joined += 1
             conflicts += int(own is not None and own != late)
-        record["_true_label"] = late if late is not None else own
-        variant = record.get("variant")
-        record["_variant"] = variant if isinstance(variant, str) and variant else version_to_variant.get(
-            record["model_version"], UNASSIGNED)
-        records.append(record)
+        variant = record.variant or version_to_variant.get(record.model_version, UNASSIGNED)
+        records.append(_Row(record, late if late is not None else own, variant))
 
     warnings: list[str] = []
-    by_version: dict[str, list] = defaultdict(list)
-    by_variant: dict[str, list] = defaultdict(list)
-    for record in records:
-        by_version[record["model_version"]].append(record)
-        by_variant[record["_variant"]].append(record)
+    by_version: dict[str, list[_Row]] = defaultdict(list)
+    by_variant: dict[str, list[_Row]] = defaultdict(list)
+    for row in records:
+        by_version[row.record.model_version].append(row)
+        by_variant[row.variant].append(row)
     versions = {name: _group_stats(rows, config.percentiles) for name, rows in sorted(by_version.items())}
     variants = {}
     for name, rows in sorted(by_variant.items()):
         stats = _group_stats(rows, config.percentiles)
-        stats["model_versions"] = dict(sorted(Counter(r["model_version"] for r in rows).items()))
+        stats["model_versions"] = dict(sorted(Counter(r.record.model_version for r in rows).items()))
         if name != UNASSIGNED and len(stats["model_versions"]) > 1:
             warnings.append(f"variant {name!r} was served by several model versions: {stats['model_versions']}")
         variants[name] = stats
@@ -439,9 +418,9 @@ def analyse_ab_log(
         warnings.append(f"{variants[UNASSIGNED]['requests']} requests have no variant; only in the per-version table")
 
     user_variants: dict[str, set] = defaultdict(set)
-    for record in records:
-        if record.get("user_id") not in (None, "") and record["_variant"] in (config.control, config.treatment):
-            user_variants[str(record["user_id"])].add(record["_variant"])
+    for row in records:
+        if row.record.user_id is not None and row.variant in (config.control, config.treatment):
+            user_variants[row.record.user_id].add(row.variant)
     in_both = sum(1 for v in user_variants.values() if len(v) > 1)
     if in_both:
         warnings.append(f"{in_both} users were served by both variants: assignment is not consistent per user")
@@ -457,13 +436,13 @@ def analyse_ab_log(
     comparison = _compare(variants, config)
     if conflicts:
         warnings.append(f"{conflicts} labels from the labels file differ from the record's own true_label")
-    timestamps = sorted(str(r["timestamp"]) for r in records if r.get("timestamp"))
+    timestamps = sorted(r.record.timestamp for r in records if r.record.timestamp)
     return {
         "config": {**asdict(config), "percentiles": list(config.percentiles)},
         "input": {
             "sources": parsed.sources, "lines": parsed.lines, "records": len(records),
             "malformed_lines": parsed.malformed_lines, "invalid_records": parsed.invalid_records,
-            "labelled": sum(1 for r in records if r["_true_label"] is not None),
+            "labelled": sum(1 for r in records if r.true_label is not None),
             "labels_joined": joined, "label_conflicts": conflicts, "malformed_label_lines": label_bad,
             "first_timestamp": timestamps[0] if timestamps else None,
             "last_timestamp": timestamps[-1] if timestamps else None,
@@ -471,7 +450,7 @@ def analyse_ab_log(
         "versions": versions,
         "variants": variants,
         "assignment": assignment,
-        "disagreement": _disagreement(records),
+        "disagreement": _disagreement(parsed.records),
         "comparison": comparison,
         "warnings": warnings,
     }
