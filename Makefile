@@ -6,8 +6,11 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
-# Defaults of `make run`: sized to finish in about 10 minutes on 2 CPU cores.
-RUN_ARGS ?= --max-train-rows 6000 --epochs 1
+# `make run`'s sizing, to finish in about 10 minutes on 2 CPU cores; every other parameter (and `textclf run`
+# without flags) takes the pipeline's default, max_train_rows 0 = all rows. RUN_ARGS comes after it and wins, e.g.
+# `make run RUN_ARGS="--dataset-uri DIR"` keeps the sizing, `RUN_ARGS="--max-train-rows 0"` trains on every row.
+RUN_SIZE ?= --max-train-rows 6000 --epochs 1
+RUN_ARGS ?=
 PYTEST_ARGS ?=
 
 .PHONY: install run serve loop test test-fast compile compile-check bench-train bench-serve bench-drift clean help
@@ -37,7 +40,7 @@ $(STAMP): requirements.txt serving/pyproject.toml components/pyproject.toml pipe
 	touch $(STAMP)
 
 run: install
-	$(VENV)/bin/textclf run $(RUN_ARGS)
+	$(VENV)/bin/textclf run $(RUN_SIZE) $(RUN_ARGS)
 
 # Extra flags for the server, e.g. SERVE_ARGS="--precision fp32 --request-log runs/serve/requests.jsonl".
 SERVE_ARGS ?=

@@ -96,3 +96,32 @@ def test_other_commands_still_reject_unknown_flags(tmp_path):
     result = textclf("compile", "--precision", "fp32")
     assert result.returncode == 2
     assert "unrecognized arguments: --precision fp32" in result.stderr
+
+
+def test_every_pipeline_parameter_is_a_run_flag_with_the_pipelines_default():
+    from textclf.cli import build_parser
+    from textclf.pipelines.parameters import parameter_specs
+    from textclf.pipelines.training.pipeline import training_pipeline
+
+    args = build_parser().parse_args(["run"])
+    for name, spec in parameter_specs(training_pipeline).items():
+        assert hasattr(args, name), name
+        if spec.optional:
+            assert getattr(args, name) == spec.default, name
+    assert args.max_train_rows == 0  # the pipeline's default; `make run` sizes itself in the Makefile's RUN_ARGS
+    assert build_parser().parse_args(["run", "--early-stopping-patience", "0"]).early_stopping_patience == 0
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--opset", "16"], "opset must be >= 17"),  # once a pipeline-only parameter: now a flag, checked first
+        (["--max-invalid-fraction", "1.5"], "max_invalid_fraction must be in [0, 1)"),
+        (["--epochs", "one"], "argument --epochs: invalid float value: 'one'"),
+    ],
+)
+def test_every_flag_is_checked_before_any_work(tmp_path, flags, message):
+    result = textclf("run", "--dataset-uri", str(tmp_path), *flags, "--runs-dir", str(tmp_path / "runs"))
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr
+    assert not (tmp_path / "runs").exists()

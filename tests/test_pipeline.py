@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 import yaml
 
 from conftest import stratified_head, write_csv_gz
+from local_runner_pipelines import echo_pipeline, failing_pipeline
 from textclf.pipelines.compile import PIPELINES, stale_pipelines
 from textclf.provenance import read_json
 
@@ -109,3 +111,43 @@ def test_local_run_records_kfp_metrics_and_confusion_matrix(local_run):
     assert "<img" in html
     predictions = pd.read_parquet(Path(local_run["artifacts"]["evaluation"]) / "predictions.parquet")
     assert len(predictions) == 256
+
+
+@pytest.mark.parametrize("pipeline", PIPELINES, ids=lambda p: p.name)
+def test_pipelines_declare_the_outputs_a_local_run_reads(pipeline):
+    outputs = pipeline.function().component_spec.outputs
+    model_outputs = {"splits", "validation_report", "model", "evaluation", "evaluation_report", "metrics",
+                     "onnx_model", "parity"}
+    assert model_outputs <= set(outputs)
+    if pipeline.name == "retraining":
+        assert {"registered_version", "decision", "gate_metrics"} <= set(outputs)
+
+
+def test_local_run_returns_declared_outputs_and_keeps_task_logs_off_the_console(tmp_path):
+    from textclf.pipelines.local import run_pipeline_locally
+
+    console = io.StringIO()
+    run = run_pipeline_locally(echo_pipeline, {"text": "hello"}, tmp_path / "root", console=console)
+    assert run.values == {"Output": "hello"}
+    assert [(stage.task, stage.name, stage.status) for stage in run.stages] == [("echo-op", "echo", "SUCCESS")]
+    assert run.logs_dir == run.run_dir / "logs"
+    assert "echo says hello" in (run.logs_dir / "echo-op.log").read_text()
+    shown = console.getvalue()
+    assert "echo says hello" not in shown and "echo done in" in shown
+    assert len(shown.splitlines()) == 2  # "echo ..." and "echo done in ..."
+
+
+def test_a_failing_task_reports_the_tail_of_its_log_and_where_the_log_is(tmp_path):
+    from textclf.pipelines.local import FAILURE_TAIL_LINES, LocalRunError, run_pipeline_locally
+
+    console = io.StringIO()
+    with pytest.raises(LocalRunError) as caught:
+        run_pipeline_locally(failing_pipeline, {"text": "hi"}, tmp_path / "root", console=console)
+    error = caught.value
+    assert error.task == "fail"
+    assert error.log_file is not None and error.log_file.name == "fail-op.log"
+    assert error.log_file.parent.name == "logs" and error.log_file.parent.parent.parent == tmp_path / "root"
+    assert len(error.tail) == FAILURE_TAIL_LINES and any("ValueError: boom: hi" in line for line in error.tail)
+    assert str(error.log_file) in str(error)
+    assert "line 0" in error.log_file.read_text()  # the whole log is kept
+    assert "fail FAILED in" in console.getvalue() and "line 39" not in console.getvalue()

@@ -103,3 +103,12 @@ def test_local_trigger_reports_the_run_and_the_gate_decision(retraining_runs):
     assert fired.backend is TriggerBackend.LOCAL
     assert fired.details["decision"]["decision"] == "archive"
     assert Path(fired.run_id).is_dir()
+
+
+def test_local_trigger_details_come_from_the_pipelines_declared_outputs(retraining_runs):
+    fired, registry = retraining_runs["fired"], retraining_runs["registry"]
+    assert fired.details["registered_version"] == max(row["version"] for row in registry.list_versions())
+    outputs = fired.details["outputs"]
+    assert {"model", "onnx_model", "splits", "evaluation", "decision"} <= set(outputs)
+    assert all(Path(path).exists() and path.startswith(fired.run_id) for path in outputs.values())
+    assert (Path(fired.details["logs_dir"]) / "gate-op.log").is_file()

@@ -181,9 +181,8 @@ def run_loop(config: LoopConfig) -> dict[str, Any]:
     v1 = registry.production_version()
     timeline.add(f"v1 = {v1}: {first.details['decision']['reason']}", run=first.run_id)
 
-    first_run = Path(first.run_id)
-    bundle_dir = first_run / "export-op" / "onnx_model"
-    reference = reference_from_splits(first_run / "validate-split-op" / "splits", bundle_dir,
+    outputs = first.details["outputs"]  # the retraining pipeline's declared outputs
+    reference = reference_from_splits(outputs["splits"], outputs["onnx_model"],
                                       sample_size=DriftConfig.reference_size, seed=config.seed)
     save_reference(reference, runs / "monitor" / "reference")
     timeline.add(f"drift reference built: {len(reference.frame):,} rows of v1's own data with v1's predictions")

@@ -16,8 +16,8 @@ from typing import Any, BinaryIO
 
 #: Distributions whose versions are recorded in every artifact's metadata.
 TRACKED_PACKAGES = (
-    "textclf-pipelines", "torch", "transformers", "peft", "tokenizers", "onnx", "onnxruntime", "kfp",
-    "scikit-learn", "pandas", "numpy",
+    "textclf-serving", "textclf-components", "textclf-pipelines", "torch", "transformers", "peft", "tokenizers", "onnx",
+    "onnxruntime", "kfp", "scikit-learn", "pandas", "numpy",
 )
 
 

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from textclf.config import SplitConfig, TrainConfig, TrainMethod
+from textclf.config import TrainConfig, TrainMethod
 from textclf.errors import TextclfError
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -31,93 +31,142 @@ def default_dataset_uri() -> str:
     return ""
 
 
-def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
-    train, split = TrainConfig, SplitConfig  # class attributes hold the defaults; no instance needed
-    parser.add_argument("--dataset-uri", default=default_dataset_uri(),
-                        help="directory with train/test files (default: ../shared/datasets/ag_news)")
-    parser.add_argument("--dataset-format", default="auto", help="auto, ag_news, arxiv_cs or generic")
-    parser.add_argument("--text-columns", default="text", help="generic format: comma-separated text columns")
-    parser.add_argument("--label-column", default="label", help="generic format: label column")
-    parser.add_argument("--method", default=train.method, choices=[m.value for m in TrainMethod])
-    parser.add_argument("--base-model", default="", help="HF model directory or hub id (default: packaged MiniLM-L6)")
-    parser.add_argument("--epochs", type=float, default=train.epochs)
-    parser.add_argument("--batch-size", type=int, default=train.batch_size)
-    parser.add_argument("--learning-rate", type=float, default=train.learning_rate, help="0: the method's default")
-    parser.add_argument("--max-train-rows", type=int, default=6000, help="cap on train+validation rows (0: all)")
-    parser.add_argument("--max-test-rows", type=int, default=split.max_test_rows, help="0: the whole test set")
-    parser.add_argument("--validation-fraction", type=float, default=split.validation_fraction)
-    parser.add_argument("--checkpoint-steps", type=int, default=train.checkpoint_steps)
-    parser.add_argument("--seed", type=int, default=split.seed)
-    parser.add_argument("--runs-dir", type=Path, default=DEFAULT_RUNS_DIR,
-                        help="where local runs, checkpoints and the latest-run pointer go (default: runs/)")
-    parser.add_argument("--checkpoint-root", default="",
-                        help="resumable checkpoints: a directory or s3:// / gs:// prefix (default: RUNS_DIR/checkpoints)")
-    parser.add_argument("--registry-uri", default="",
-                        help="also register the model there as a candidate (a path, s3:// or gs:// prefix)")
+#: Pipeline parameters whose values are an enum's members: the parser offers only those.
+PARAMETER_CHOICES = {"method": [m.value for m in TrainMethod]}
+#: How ``textclf run`` differs from the pipeline's defaults, shown in ``--help`` (applied in pipeline_arguments).
+LOCAL_DEFAULTS_HELP = {
+    "dataset_uri": "here: $TEXTCLF_DATASET_URI, else ../shared/datasets/ag_news when it exists",
+    "checkpoint_root": "here, when empty: RUNS_DIR/checkpoints, so a rerun resumes",
+}
 
 
-def pipeline_arguments(args: argparse.Namespace) -> dict[str, Any]:
-    """Pipeline parameters from parsed flags, validated through the typed configs first."""
-    if not args.dataset_uri:
+def _boolean(text: str) -> bool:
+    if text.strip().lower() in ("true", "1", "yes"):
+        return True
+    if text.strip().lower() in ("false", "0", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+#: kfp parameter type -> how a flag's text becomes a value of that type.
+FLAG_TYPES = {"String": str, "Integer": int, "Float": float, "Boolean": _boolean}
+
+
+def _add_pipeline_arguments(parser: argparse.ArgumentParser, pipeline_func: Any) -> None:
+    """One flag per parameter of ``pipeline_func`` (``--max-train-rows`` for ``max_train_rows``), typed and defaulted
+    as the pipeline declares it, with the help of the component input it feeds."""
+    from textclf.pipelines.parameters import parameter_descriptions, parameter_specs
+
+    descriptions = parameter_descriptions(pipeline_func)
+    group = parser.add_argument_group(
+        f"parameters of the {pipeline_func.name} pipeline", "every one can be set; defaults are the pipeline's"
+    )
+    for name, spec in parameter_specs(pipeline_func).items():
+        if spec.type not in FLAG_TYPES:
+            raise TypeError(f"pipeline parameter {name} has type {spec.type}, which has no flag type")
+        default = spec.default if spec.optional else None
+        notes = [LOCAL_DEFAULTS_HELP[name]] if name in LOCAL_DEFAULTS_HELP else []
+        notes.append(f"default: {default!r}" if spec.optional else "the pipeline has no default")
+        text = f"{descriptions.get(name, '')} ({'; '.join(notes)})".strip()
+        group.add_argument(f"--{name.replace('_', '-')}", dest=name, type=FLAG_TYPES[spec.type], default=default,
+                           choices=PARAMETER_CHOICES.get(name), help=text.replace("%", "%%"))
+
+
+def pipeline_arguments(args: argparse.Namespace, pipeline_func: Any) -> dict[str, Any]:
+    """Every parameter of ``pipeline_func`` from the parsed flags, checked before any work: as a Kubeflow submission
+    is (:func:`textclf.pipelines.parameters.check_pipeline_arguments`: names, types, the typed configs), then what a
+    local run needs (the dataset's files, well-formed URIs, a GPU for QLoRA).
+
+    Raises:
+        TextclfError: A value is refused (exit 2).
+    """
+    from textclf.pipelines.parameters import check_pipeline_arguments, parameter_specs
+
+    arguments = {name: getattr(args, name) for name in parameter_specs(pipeline_func)}
+    arguments["dataset_uri"] = arguments["dataset_uri"] or default_dataset_uri()
+    if not arguments["dataset_uri"]:
         raise TextclfError("no dataset: pass --dataset-uri (../shared/datasets/ag_news was not found)")
+    arguments["checkpoint_root"] = arguments["checkpoint_root"] or str((args.runs_dir / "checkpoints").resolve())
+    arguments = check_pipeline_arguments(pipeline_func, arguments)
+
     from textclf.ingest.ingest import SPLITS, find_split_file, remote_split_files, resolve_local_dir
     from textclf.storage import is_remote
 
     # Fail here, not deep inside the pipeline: the split files must be there (listing only for object stores).
-    if is_remote(str(args.dataset_uri)):
-        remote_split_files(str(args.dataset_uri))
+    dataset_uri = str(arguments["dataset_uri"])
+    if is_remote(dataset_uri):
+        remote_split_files(dataset_uri)
     else:
-        dataset_dir = resolve_local_dir(str(args.dataset_uri))
+        dataset_dir = resolve_local_dir(dataset_uri)
         for split in SPLITS:
             find_split_file(dataset_dir, split)
-    SplitConfig(validation_fraction=args.validation_fraction, max_train_rows=args.max_train_rows,
-                max_test_rows=args.max_test_rows, seed=args.seed)
-    TrainConfig(base_model=args.base_model or "(packaged)", method=args.method, epochs=args.epochs,
-                batch_size=args.batch_size, learning_rate=args.learning_rate,
-                checkpoint_steps=args.checkpoint_steps, seed=args.seed)
-    for uri in (args.checkpoint_root, args.registry_uri):
-        if uri:
-            is_remote(uri)  # a malformed URI or unknown scheme fails here
-    if args.method == TrainMethod.QLORA.value:
+    for name in ("checkpoint_root", "registry_uri"):
+        if arguments.get(name):
+            is_remote(str(arguments[name]))  # a malformed URI or unknown scheme fails here
+    if arguments["method"] == TrainMethod.QLORA.value:
         from textclf.train import check_hardware
 
         check_hardware(TrainMethod.QLORA)
-    return {
-        "dataset_uri": str(args.dataset_uri),
-        "dataset_format": args.dataset_format,
-        "text_columns": args.text_columns,
-        "label_column": args.label_column,
-        "method": args.method,
-        "base_model": args.base_model,
-        "epochs": args.epochs,
-        "batch_size": args.batch_size,
-        "learning_rate": args.learning_rate,
-        "max_train_rows": args.max_train_rows,
-        "max_test_rows": args.max_test_rows,
-        "validation_fraction": args.validation_fraction,
-        "checkpoint_steps": args.checkpoint_steps,
-        "checkpoint_root": args.checkpoint_root or str((args.runs_dir / "checkpoints").resolve()),
-        "seed": args.seed,
-        "registry_uri": args.registry_uri,
-    }
+    return arguments
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, bool) or value is None:
+        return str(value)
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        return f"{value:.4f}" if value == 0 or abs(value) >= 1e-3 else f"{value:.2e}"
+    return str(value)
+
+
+def _table(rows: dict[str, Any], prefix: str = "") -> list[tuple[str, str]]:
+    """(name, text) rows of the scalars of a flat or nested mapping; nested keys are dotted, lists left out."""
+    out = []
+    for name, value in rows.items():
+        if isinstance(value, dict):
+            out += _table(value, f"{prefix}{name}.")
+        elif not isinstance(value, (list, tuple)):
+            out.append((f"{prefix}{name}", _cell(value)))
+    return out
+
+
+def print_run_summary(summary: dict[str, Any], out: Any = None) -> None:
+    """The artifact paths, the run folder and its logs, then the metrics table (what ``make run`` ends with; lists,
+    such as the INT8 attempts, are in the summary file)."""
+    out = out or sys.stdout
+    print("\nArtifacts", file=out)
+    for name, path in summary["artifacts"].items():
+        print(f"  {name:<20} {path}", file=out)
+    if "registered_version" in summary:
+        print(f"\nRegistered {summary['registered_version']} (candidate) in {summary['arguments']['registry_uri']}",
+              file=out)
+    print(f"\nRun folder  {summary['run_dir']}\nTask logs   {summary['logs_dir']}\nSummary     "
+          f"{summary['summary_file']}", file=out)
+    rows = _table(summary["metrics"])
+    width = max(len(name) for name, _ in rows)
+    print(f"\n{'metric':<{width}}  value\n{'-' * width}  {'-' * max(len(text) for _, text in rows)}", file=out)
+    for name, text in rows:
+        print(f"{name:<{width}}  {text}", file=out)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from textclf.pipelines.local import run_training_locally
+    from textclf.pipelines.local import LocalRunError, run_training_locally
+    from textclf.pipelines.parameters import parameter_specs
+    from textclf.pipelines.training.pipeline import training_pipeline
 
-    arguments = pipeline_arguments(args)
+    arguments = pipeline_arguments(args, training_pipeline)
+    specs = parameter_specs(training_pipeline)
+    changed = [f"{name}={value}" for name, value in arguments.items()
+               if name != "dataset_uri" and (not specs[name].optional or value != specs[name].default)]
+    print(f"{training_pipeline.name} on {arguments['dataset_uri']}\n  parameters set: {', '.join(changed) or 'none'} "
+          f"(the others: the pipeline's defaults)\n  runs: {args.runs_dir.resolve()}", flush=True)
     try:
         summary = run_training_locally(arguments, args.runs_dir)
-    except RuntimeError as exc:  # the local runner reports a failed task this way; its log is printed above
-        print(f"textclf: error: {exc} (the failing component's error is in the log above)", file=sys.stderr)
+    except LocalRunError as exc:
+        print(f"textclf: error: {exc}", file=sys.stderr)
         return 1
-    print(json.dumps(summary["metrics"], indent=2))
-    print("\nArtifacts:")
-    for name, path in summary["artifacts"].items():
-        print(f"  {name:<22} {path}")
-    if "registered_version" in summary:
-        print(f"\nRegistered {summary['registered_version']} (candidate) in {arguments['registry_uri']}")
-    print(f"\nRun folder: {summary['run_dir']}\nSummary:    {summary['summary_file']}")
+    print_run_summary(summary)
     return 0
 
 
@@ -186,13 +235,23 @@ def cmd_bench_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(with_pipeline_flags: bool = True) -> argparse.ArgumentParser:
+    """The parser; ``with_pipeline_flags=False`` leaves out ``run``'s pipeline flags, which import the pipeline
+    (kfp and every component: about 2 s), for the other commands."""
     parser = argparse.ArgumentParser(prog="textclf", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    run = commands.add_parser("run", help="run the training pipeline locally (kfp.local, no cluster)")
-    _add_training_arguments(run)
+    run = commands.add_parser("run", help="run the training pipeline locally (kfp.local, no cluster)",
+                              description="Run the training pipeline locally (kfp.local, no cluster); every pipeline "
+                              "parameter is a flag. The console shows the stages, the training progress and the "
+                              "metrics; each task's log is in the run folder (logs/).")
+    run.add_argument("--runs-dir", type=Path, default=DEFAULT_RUNS_DIR,
+                     help="where local runs, checkpoints and the latest-run pointer go (default: runs/)")
+    if with_pipeline_flags:
+        from textclf.pipelines.training.pipeline import training_pipeline
+
+        _add_pipeline_arguments(run, training_pipeline)
     run.set_defaults(func=cmd_run)
 
     comp = commands.add_parser("compile", help="compile every pipeline to its committed YAML")
@@ -249,7 +308,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    command = next((arg for arg in argv if not arg.startswith("-")), None)
+    parser = build_parser(with_pipeline_flags=command == "run")
     args, unknown = parser.parse_known_args(argv)
     if getattr(args, "takes_server_flags", False):
         args.serve_args = unknown

@@ -97,18 +97,19 @@ class LocalTrigger:
     backend: TriggerBackend = TriggerBackend.LOCAL
 
     def fire(self, request: RetrainRequest) -> TriggerResult:
+        from textclf.gate import read_decision
         from textclf.pipelines.local import run_pipeline_locally
         from textclf.pipelines.retraining.pipeline import retraining_pipeline
 
         arguments = request.pipeline_arguments()
         log.info("retraining locally: %s", request.reason)
         run = run_pipeline_locally(retraining_pipeline, arguments, self.pipeline_root)
-        details: dict[str, Any] = {"seconds": run.seconds}
-        decision_dir = run.run_dir / "gate-op" / "decision"
-        if decision_dir.is_dir():
-            from textclf.gate import read_decision
-
-            details["decision"] = read_decision(decision_dir)
+        # From the pipeline's declared outputs: the gate's decision, the registered version, every artifact's path.
+        details: dict[str, Any] = {
+            "seconds": run.seconds, "decision": read_decision(run.artifacts["decision"]),
+            "registered_version": run.values["registered_version"],
+            "outputs": {name: str(path) for name, path in run.artifacts.items()}, "logs_dir": str(run.logs_dir),
+        }
         return TriggerResult(self.backend, str(run.run_dir), url=run.run_dir.as_uri(), details=details)
 
 

@@ -10,18 +10,23 @@ training pipeline, whose model-building steps it reuses (:func:`textclf.pipeline
 from typing import NamedTuple
 
 from kfp import dsl
-from kfp.dsl import Artifact, Metrics, Model
+from kfp.dsl import HTML, Artifact, Dataset, Markdown, Metrics, Model
 
 from textclf.config import ExportConfig, IngestConfig, SplitConfig, TrainConfig
 from textclf.evaluate.component import evaluate_production_op
 from textclf.gate import GateConfig
 from textclf.gate.component import gate_op
-from textclf.pipelines.training.pipeline import add_model_steps, train_component_for
+from textclf.pipelines.training.pipeline import add_model_steps, pipeline_parameters, train_component_for
 from textclf.registry.component import archive_op, promote_op, register_op
 
 _INGEST, _SPLIT, _TRAIN, _EXPORT, _GATE = IngestConfig, SplitConfig, TrainConfig, ExportConfig, GateConfig
 
-RetrainingOutputs = NamedTuple("RetrainingOutputs", onnx_model=Model, metrics=Metrics, decision=Artifact)
+#: What a run hands back: the training pipeline's outputs, the registered candidate and the gate's decision.
+RetrainingOutputs = NamedTuple(
+    "RetrainingOutputs", splits=Dataset, validation_report=Markdown, model=Model, evaluation=Artifact,
+    evaluation_report=HTML, metrics=Metrics, onnx_model=Model, parity=Metrics, registered_version=str,
+    decision=Artifact, gate_metrics=Metrics,
+)
 
 
 @dsl.pipeline(
@@ -62,15 +67,7 @@ def retraining_pipeline(
     registered), ``new_rows_uri`` (directory with a ``train`` file of newly labelled rows), ``trigger_reason``
     (recorded with the candidate), ``alpha`` / ``min_improvement`` (the gate: 0.005 = +0.5 points; 0.02 = the
     design's +2%), ``canary_traffic_percent`` (-1: all traffic to the promoted model)."""
-    steps = add_model_steps(
-        train_component_for(False), False, dataset_uri=dataset_uri, new_rows_uri=new_rows_uri,
-        dataset_format=dataset_format, text_columns=text_columns, label_column=label_column,
-        validation_fraction=validation_fraction, max_train_rows=max_train_rows, max_test_rows=max_test_rows,
-        max_invalid_fraction=max_invalid_fraction, base_model=base_model, method=method, epochs=epochs,
-        batch_size=batch_size, learning_rate=learning_rate, max_length=max_length, checkpoint_steps=checkpoint_steps,
-        early_stopping_patience=early_stopping_patience, checkpoint_root=checkpoint_root, seed=seed, opset=opset,
-        min_int8_agreement=min_int8_agreement,
-    )
+    steps = add_model_steps(train_component_for(False), False, pipeline_parameters(locals()))
     production = evaluate_production_op(registry_uri=registry_uri, splits=steps.split.outputs["splits"])
     production.set_display_name("evaluate-production").set_memory_limit("8G").set_caching_options(False)
     register = register_op(
@@ -92,6 +89,6 @@ def retraining_pipeline(
             registry_uri=registry_uri, version=register.output, decision=gate.outputs["decision"],
         ).set_display_name("archive").set_caching_options(False)
     return RetrainingOutputs(
-        onnx_model=steps.export.outputs["onnx_model"], metrics=steps.evaluate.outputs["metrics"],
-        decision=gate.outputs["decision"],
+        **steps.outputs(), registered_version=register.output, decision=gate.outputs["decision"],
+        gate_metrics=gate.outputs["metrics"],
     )

@@ -5,11 +5,13 @@ gives the variant whose train step runs on a GPU node in the GPU image (needed f
 """
 
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from kfp import dsl
-from kfp.dsl import Metrics, Model
+from kfp.dsl import HTML, Artifact, Dataset, Markdown, Metrics, Model
+from kfp.dsl.pipeline_channel import PipelineParameterChannel
 
 from textclf.config import ExportConfig, IngestConfig, SplitConfig, TrainConfig, TrainMethod
 from textclf.evaluate.component import evaluate_op
@@ -23,7 +25,11 @@ from textclf.validate.component import validate_split_op
 # The config classes' attributes hold their field defaults: the pipeline's parameter defaults are the same values.
 _INGEST, _SPLIT, _TRAIN, _EXPORT = IngestConfig, SplitConfig, TrainConfig, ExportConfig
 
-TrainingOutputs = NamedTuple("TrainingOutputs", model=Model, onnx_model=Model, metrics=Metrics)
+#: What a run hands back (``kfp.local`` returns these; the KFP UI lists them as the run's outputs).
+TrainingOutputs = NamedTuple(
+    "TrainingOutputs", splits=Dataset, validation_report=Markdown, model=Model, evaluation=Artifact,
+    evaluation_report=HTML, metrics=Metrics, onnx_model=Model, parity=Metrics,
+)
 
 
 @dataclass(frozen=True)
@@ -36,39 +42,43 @@ class ModelSteps:
     evaluate: Any
     export: Any
 
+    def outputs(self) -> dict[str, Any]:
+        """The artifacts of these steps that a pipeline returns (the model-building part of its outputs)."""
+        return {
+            "splits": self.split.outputs["splits"], "validation_report": self.split.outputs["report"],
+            "model": self.train.outputs["model"], "evaluation": self.evaluate.outputs["evaluation"],
+            "evaluation_report": self.evaluate.outputs["report"], "metrics": self.evaluate.outputs["metrics"],
+            "onnx_model": self.export.outputs["onnx_model"], "parity": self.export.outputs["parity"],
+        }
 
-def add_model_steps(train_component: Any, gpu: bool, *, dataset_uri: Any, new_rows_uri: Any = "",
-                    dataset_format: Any, text_columns: Any, label_column: Any, validation_fraction: Any,
-                    max_train_rows: Any, max_test_rows: Any, max_invalid_fraction: Any, base_model: Any, method: Any,
-                    epochs: Any, batch_size: Any, learning_rate: Any, max_length: Any, checkpoint_steps: Any,
-                    early_stopping_patience: Any, checkpoint_root: Any, seed: Any, opset: Any,
-                    min_int8_agreement: Any) -> ModelSteps:
+
+def pipeline_parameters(scope: Mapping[str, Any]) -> dict[str, Any]:
+    """The parameters, by name, of the ``@dsl.pipeline`` function whose ``locals()`` is ``scope``: while the function
+    is being compiled they are pipeline channels (a closure's variables, also in ``locals()``, are not)."""
+    return {name: value for name, value in scope.items() if isinstance(value, PipelineParameterChannel)}
+
+
+def bind(component: Any, parameters: Mapping[str, Any], **wired: Any) -> Any:
+    """A task of ``component``: each of its inputs named like a pipeline parameter gets that parameter, the
+    ``wired`` ones (upstream outputs) are passed as given, the rest keep the component's defaults."""
+    inputs = component.component_spec.inputs or {}
+    return component(**{name: value for name, value in parameters.items() if name in inputs}, **wired)
+
+
+def add_model_steps(train_component: Any, gpu: bool, parameters: Mapping[str, Any]) -> ModelSteps:
     """Add ingest -> validate/split -> train -> evaluate -> export to the pipeline being defined (called inside a
-    ``@dsl.pipeline`` function; the arguments are its parameters). Shared by the training and retraining
-    pipelines, so both build a model the same way."""
-    ingest = ingest_op(
-        dataset_uri=dataset_uri, dataset_format=dataset_format, text_columns=text_columns,
-        label_column=label_column, new_rows_uri=new_rows_uri,
-    ).set_display_name("ingest")
+    ``@dsl.pipeline`` function with its :func:`pipeline_parameters`). The components' input names are the pipeline's
+    parameter names. Shared by the training and retraining pipelines, so both build a model the same way."""
+    ingest = bind(ingest_op, parameters).set_display_name("ingest")
     ingest.set_caching_options(False)  # the data behind a URI can change; always re-read it
-    split = validate_split_op(
-        dataset=ingest.outputs["dataset"], validation_fraction=validation_fraction,
-        max_train_rows=max_train_rows, max_test_rows=max_test_rows, max_invalid_fraction=max_invalid_fraction,
-        seed=seed,
-    ).set_display_name("validate-split")
-    train = train_component(
-        splits=split.outputs["splits"], base_model=base_model, method=method, epochs=epochs,
-        batch_size=batch_size, learning_rate=learning_rate, max_length=max_length,
-        checkpoint_steps=checkpoint_steps, early_stopping_patience=early_stopping_patience, seed=seed,
-        checkpoint_root=checkpoint_root,
-    ).set_display_name("train")
+    split = bind(validate_split_op, parameters, dataset=ingest.outputs["dataset"]).set_display_name("validate-split")
+    train = bind(train_component, parameters, splits=split.outputs["splits"]).set_display_name("train")
     train.set_cpu_request("2").set_memory_request("8G").set_memory_limit("16G")
     if gpu:
         train.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(1)
     evaluate = evaluate_op(model=train.outputs["model"], splits=split.outputs["splits"])
     evaluate.set_display_name("evaluate").set_memory_limit("8G")
-    export = export_op(model=train.outputs["model"], evaluation=evaluate.outputs["evaluation"], opset=opset,
-                       min_int8_agreement=min_int8_agreement)
+    export = bind(export_op, parameters, model=train.outputs["model"], evaluation=evaluate.outputs["evaluation"])
     export.set_display_name("export").set_memory_limit("8G")
     return ModelSteps(ingest, split, train, evaluate, export)
 
@@ -117,23 +127,15 @@ def build_training_pipeline(gpu: bool = False) -> Any:
         ``base_model`` empty means the packaged all-MiniLM-L6-v2, ``checkpoint_root`` a persistent path or object-store
         prefix that lets a rerun resume training, ``registry_uri`` non-empty registers the exported model there as a
         new ``candidate`` version."""
-        steps = add_model_steps(
-            train_component, gpu, dataset_uri=dataset_uri, dataset_format=dataset_format, text_columns=text_columns,
-            label_column=label_column, validation_fraction=validation_fraction, max_train_rows=max_train_rows,
-            max_test_rows=max_test_rows, max_invalid_fraction=max_invalid_fraction, base_model=base_model,
-            method=method, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, max_length=max_length,
-            checkpoint_steps=checkpoint_steps, early_stopping_patience=early_stopping_patience,
-            checkpoint_root=checkpoint_root, seed=seed, opset=opset, min_int8_agreement=min_int8_agreement,
-        )
-        train, evaluate, export = steps.train, steps.evaluate, steps.export
+        steps = add_model_steps(train_component, gpu, pipeline_parameters(locals()))
         with dsl.If(registry_uri != "", name="register-requested"):
             register_op(
-                model=train.outputs["model"], onnx_model=export.outputs["onnx_model"],
-                evaluation=evaluate.outputs["evaluation"], registry_uri=registry_uri, notes=registry_notes,
+                model=steps.train.outputs["model"], onnx_model=steps.export.outputs["onnx_model"],
+                evaluation=steps.evaluate.outputs["evaluation"], registry_uri=registry_uri, notes=registry_notes,
             ).set_display_name("register").set_caching_options(False)
-        return TrainingOutputs(
-            model=train.outputs["model"], onnx_model=export.outputs["onnx_model"], metrics=evaluate.outputs["metrics"]
-        )
+        # The registered version cannot be an output: a task inside dsl.If gives one only through dsl.OneOf, which
+        # needs a dsl.Else branch; the local runner reads it from the registry instead.
+        return TrainingOutputs(**steps.outputs())
 
     return training_pipeline
 
