@@ -16,7 +16,6 @@ Needs neither torch nor transformers (the serving image has neither). Command li
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import shutil
@@ -25,6 +24,7 @@ from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
+from textclf.provenance import sha256_file
 from textclf.serving.bundle import BundleError, ExportBundle, load_bundle
 from textclf.serving.config import Precision
 from textclf.serving.contract import METADATA_FILE, ONNX_SPEC
@@ -181,15 +181,6 @@ def render_config(config: TritonConfig, n_labels: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _sha256(path: Path) -> str:
-    """Hex sha256 of a file (``textclf.provenance`` is not in the serving image, which carries only serving/)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _checked_onnx(bundle: ExportBundle, precision: Precision) -> Path:
     """The bundle's ONNX file for ``precision``, after checking it against the hash the export stage recorded.
 
@@ -200,7 +191,7 @@ def _checked_onnx(bundle: ExportBundle, precision: Precision) -> Path:
     expected = bundle.file_sha256.get(path.name)
     if not expected:
         raise BundleError(f"{bundle.root / METADATA_FILE}: no sha256 recorded for {path.name}")
-    actual = _sha256(path)
+    actual = sha256_file(path)
     if actual != expected:
         raise BundleError(f"{path}: sha256 {actual} differs from {expected} recorded at export; bundle corrupted?")
     return path
