@@ -106,7 +106,8 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     metrics = MonitorMetrics()
     monitor = DriftMonitor(args.request_log, load_reference(args.reference), args.state_dir, config,
-                           on_drift=resolve_trigger(args.trigger, args.retrain_param), metrics=metrics, write_html=not args.no_html)
+                           on_drift=resolve_trigger(args.trigger, args.retrain_param), metrics=metrics,
+                           write_html=not args.no_html)
     server = MetricsServer(metrics, args.metrics_port, args.metrics_host, live=monitor.live, ready=monitor.ready) \
         if args.metrics_port else None
     try:
