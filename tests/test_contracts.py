@@ -36,6 +36,8 @@ OWNERS = {
     "metrics.json": {"textclf.evaluate.evaluate:METRICS_FILE"},
     "predictions.parquet": {"textclf.evaluate.evaluate:PREDICTIONS_FILE"},
     "parity_texts.parquet": {"textclf.evaluate.evaluate:PARITY_TEXTS_FILE"},
+    "model.skops": {"textclf.classical.classical:MODEL_FILE"},
+    "classical_metadata.json": {"textclf.classical.classical:METADATA_FILE"},
 }
 
 

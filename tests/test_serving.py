@@ -5,6 +5,7 @@ request log)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import os
@@ -485,20 +486,21 @@ def wait_until_ready(process: subprocess.Popen, url: str, log_path: Path, second
         time.sleep(0.3)
 
 
-@pytest.fixture(scope="module")
-def server(exported_tiny_model, tmp_path_factory) -> Iterator[RunningServer]:
-    work = tmp_path_factory.mktemp("serving")
+@contextlib.contextmanager
+def running_server(model_dir: Path, work: Path) -> Iterator[RunningServer]:
+    """``python -m textclf.serving`` on ``model_dir`` (INT8, model name ``textclf``, a request log in ``work``) on
+    free loopback ports, ready; stopped on exit."""
     http_port, grpc_port = free_port(), free_port()
     request_log = work / "requests.jsonl"
     command = [
-        sys.executable, "-m", "textclf.serving", "--model-dir", str(exported_tiny_model), "--model-name", "textclf",
+        sys.executable, "-m", "textclf.serving", "--model-dir", str(model_dir), "--model-name", "textclf",
         "--precision", "int8", "--http-port", str(http_port), "--grpc-port", str(grpc_port),
         "--max-batch-size", "16", "--max-wait-ms", "5", "--max-instances", "8", "--max-text-bytes", "2048",
         "--request-log", str(request_log),
     ]
     output = (work / "server.log").open("wb")
     process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
-    running = RunningServer(process, f"http://{LOOPBACK}:{http_port}", grpc_port, exported_tiny_model, request_log)
+    running = RunningServer(process, f"http://{LOOPBACK}:{http_port}", grpc_port, model_dir, request_log)
     try:
         wait_until_ready(process, f"{running.http}/v2/health/ready", work / "server.log")
         yield running
@@ -508,14 +510,23 @@ def server(exported_tiny_model, tmp_path_factory) -> Iterator[RunningServer]:
 
 
 @pytest.fixture(scope="module")
+def server(exported_tiny_model, tmp_path_factory) -> Iterator[RunningServer]:
+    with running_server(exported_tiny_model, tmp_path_factory.mktemp("serving")) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
 def ag_news_texts() -> list[str]:
     """16 real AG News test texts (title and description joined by a space, as ingest does)."""
     frame = read_ag_news("test").iloc[:16]
     return (frame["title"] + " " + frame["description"]).tolist()
 
 
-def offline_probabilities(model_dir: Path, texts: list[str], onnx_file: str = "model.int8.onnx") -> np.ndarray:
-    """Probabilities from onnxruntime + tokenizers directly, one text at a time (no server code)."""
+def offline_probabilities(
+    model_dir: Path, texts: list[str], onnx_file: str = "model.int8.onnx", temperature: float = 1.0
+) -> np.ndarray:
+    """Probabilities ``softmax(logits / temperature)`` from onnxruntime + tokenizers directly, one text at a time
+    (no server code)."""
     import onnxruntime as ort
     from tokenizers import Tokenizer
 
@@ -527,7 +538,7 @@ def offline_probabilities(model_dir: Path, texts: list[str], onnx_file: str = "m
     rows = []
     for text in texts:
         ids = np.array([tokenizer.encode(normalise_text(text)).ids], dtype=np.int64)
-        logits = session.run(["logits"], {"input_ids": ids, "attention_mask": np.ones_like(ids)})[0][0]
+        logits = session.run(["logits"], {"input_ids": ids, "attention_mask": np.ones_like(ids)})[0][0] / temperature
         rows.append(np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum())
     return np.stack(rows)
 

@@ -8,7 +8,8 @@ INT8 model of the unfused graph ran 110 texts/s on the same texts).
 
 Output layout (a directory, written atomically; everything the serving predictor needs and nothing that needs
 torch): ``model.onnx``, ``model.int8.onnx``, ``tokenizer.json`` (+ ``tokenizer_config.json``), ``labels.json`` and
-``export_metadata.json`` (export spec, parity numbers, sha256 of each file, source model metadata). The file names
+``export_metadata.json`` (export spec, parity numbers, sha256 of each file, source model metadata, and the
+calibration temperature when one is given: :func:`calibration_metadata`). The file names
 and the graph's tensors (:data:`~textclf.serving.contract.ONNX_SPEC`) are the serving package's bundle contract,
 :mod:`textclf.serving.contract`.
 """
@@ -28,10 +29,11 @@ import pandas as pd
 
 from textclf.config import ExportConfig
 from textclf.errors import ParityError
+from textclf.evaluate.calibration import check_temperature
 from textclf.evaluate.evaluate import predict_logits
 from textclf.provenance import atomic_directory, package_versions, read_json, sha256_file, write_json
 from textclf.serving.contract import (
-    FP32_ONNX_FILE, INT8_ONNX_FILE, LABELS_FILE, METADATA_FILE, ONNX_SPEC, TOKENIZER_FILES, OnnxSpec,
+    FP32_ONNX_FILE, INT8_ONNX_FILE, LABELS_FILE, METADATA_FILE, ONNX_SPEC, TEMPERATURE_KEY, TOKENIZER_FILES, OnnxSpec,
 )
 from textclf.text import normalise_text
 from textclf.train.train import METADATA_FILE as MODEL_METADATA_FILE
@@ -234,9 +236,27 @@ def logit_agreement(logits: np.ndarray, reference: np.ndarray) -> dict[str, floa
     }
 
 
+def calibration_metadata(temperature: float | None) -> dict[str, float]:
+    """The bundle metadata's calibration entry: ``{"temperature": T}``, or nothing.
+
+    Args:
+        temperature: ``T`` fitted on the validation split (:func:`textclf.evaluate.calibration.fit_temperature`);
+            ``None``: the model is served uncalibrated (``T = 1``, the bundle as before calibration existed).
+
+    Returns:
+        ``{}`` for ``None``, else ``{TEMPERATURE_KEY: T}`` (the server applies ``softmax(logits / T)``).
+
+    Raises:
+        ConfigError: ``temperature`` is not a finite number > 0.
+    """
+    if temperature is None:
+        return {}
+    return {TEMPERATURE_KEY: check_temperature(temperature)}
+
+
 def export_model(
     model_dir: str | Path, parity_texts_path: str | Path, config: ExportConfig, output_dir: str | Path,
-    spec: OnnxSpec = ONNX_SPEC,
+    spec: OnnxSpec = ONNX_SPEC, temperature: float | None = None,
 ) -> ExportResult:
     """Export the trained model to ONNX fp32 and INT8 and check both against PyTorch.
 
@@ -246,16 +266,20 @@ def export_model(
         config: Opset and parity thresholds.
         output_dir: Directory to create; written only if the parity check passes.
         spec: Input/output names and dynamic axes of the exported graph.
+        temperature: Calibration temperature recorded in the metadata (:func:`calibration_metadata`); ``None``
+            records none. The parity check compares logits, which the temperature does not touch.
 
     Returns:
         The export directory and the parity numbers.
 
     Raises:
+        ConfigError: ``temperature`` is given but not a finite number > 0 (raised before anything is exported).
         ParityError: fp32 logits differ from PyTorch by more than ``config.max_abs_logit_diff``, or INT8 agrees
             with PyTorch's argmax on fewer than ``config.min_int8_agreement`` of the texts. Nothing is written.
     """
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+    calibration = calibration_metadata(temperature)
     model_dir = Path(model_dir)
     model_meta = read_json(model_dir / MODEL_METADATA_FILE)
     max_length = int(model_meta["max_length"])
@@ -332,6 +356,7 @@ def export_model(
                     key: model_meta[key] for key in ("base_model", "params", "data", "training", "git_commit")
                 },
                 "package_versions": package_versions(),
+                **calibration,
             },
         )
     log.info("exported to %s; parity %s", output_dir, parity)

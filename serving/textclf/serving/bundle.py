@@ -1,4 +1,4 @@
-"""The export bundle as the serving side sees it: labels, max length, tokenizer, model version.
+"""The export bundle as the serving side sees it: labels, max length, tokenizer, model version, temperature.
 
 Reads only JSON and the tokenizer file; needs neither torch nor transformers.
 """
@@ -6,6 +6,7 @@ Reads only JSON and the tokenizer file; needs neither torch nor transformers.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ from typing import Any
 from tokenizers import Tokenizer
 
 from textclf.serving.config import Precision
-from textclf.serving.contract import LABELS_FILE, METADATA_FILE, TOKENIZER_FILE
+from textclf.serving.contract import LABELS_FILE, METADATA_FILE, TEMPERATURE_KEY, TOKENIZER_FILE
 from textclf.text import NORMALISATION_VERSION
 
 
@@ -31,6 +32,8 @@ class ExportBundle:
         max_length: Token limit the model was trained with; longer inputs are truncated.
         git_commit: Commit of the training code (``"unknown"`` when not recorded).
         file_sha256: ONNX file name -> sha256, as recorded by the export stage.
+        temperature: Calibration temperature ``T`` from the metadata's ``temperature`` (fitted on the validation
+            split): the served probabilities are ``softmax(logits / T)``; 1.0 when the bundle has none.
     """
 
     root: Path
@@ -38,6 +41,7 @@ class ExportBundle:
     max_length: int
     git_commit: str
     file_sha256: dict[str, str]
+    temperature: float = 1.0
 
     def onnx_path(self, precision: Precision) -> Path:
         """Path of the ONNX model for ``precision``.
@@ -91,6 +95,23 @@ def _read_json(path: Path) -> Any:
         raise BundleError(f"{path}: not valid JSON ({exc})") from exc
 
 
+def _temperature(metadata: dict[str, Any], path: Path) -> float:
+    """The metadata's calibration temperature; 1.0 when it has none.
+
+    Raises:
+        BundleError: The value is not a finite number > 0.
+    """
+    if TEMPERATURE_KEY not in metadata:
+        return 1.0
+    value = metadata[TEMPERATURE_KEY]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise BundleError(
+            f"{path}: {TEMPERATURE_KEY!r} must be a finite number > 0 (the calibration temperature T of "
+            f"softmax(logits / T)), got {value!r}; re-export the model, or remove the key to serve it uncalibrated"
+        )
+    return float(value)
+
+
 def load_bundle(root: str | Path) -> ExportBundle:
     """Read and check an export bundle's metadata, labels and tokenizer file.
 
@@ -101,8 +122,8 @@ def load_bundle(root: str | Path) -> ExportBundle:
         The bundle description.
 
     Raises:
-        BundleError: The directory or a required file is missing, or the bundle was trained with a different text
-            normalisation than this server applies.
+        BundleError: The directory or a required file is missing, the bundle was trained with a different text
+            normalisation than this server applies, or its temperature is not a finite number > 0.
     """
     root = Path(root)
     if not root.is_dir():
@@ -125,6 +146,7 @@ def load_bundle(root: str | Path) -> ExportBundle:
         max_length=int(metadata["max_length"]),
         git_commit=str(metadata.get("source_model", {}).get("git_commit") or "unknown"),
         file_sha256=dict(metadata.get("files", {})),
+        temperature=_temperature(metadata, root / METADATA_FILE),
     )
 
 

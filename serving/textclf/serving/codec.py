@@ -99,16 +99,19 @@ def length_groups(lengths: list[int], max_group_size: int, max_length_ratio: flo
     return groups
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Row-wise softmax in float32.
+def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """Row-wise softmax of ``logits / temperature`` in float32.
 
     Args:
         logits: ``[n, n_labels]``.
+        temperature: The bundle's calibration temperature (:attr:`textclf.serving.bundle.ExportBundle.temperature`,
+            > 0, checked when the bundle is loaded); 1 leaves the logits as they are (dividing by 1 is exact).
 
     Returns:
         Probabilities, each row summing to 1.
     """
-    shifted = logits.astype(np.float32) - logits.max(axis=-1, keepdims=True)
+    scaled = logits.astype(np.float32) / np.float32(temperature)
+    shifted = scaled - scaled.max(axis=-1, keepdims=True)
     exp = np.exp(shifted)
     return exp / exp.sum(axis=-1, keepdims=True)
 

@@ -27,8 +27,13 @@ TOKENIZER_FILES = (TOKENIZER_FILE, "tokenizer_config.json", "special_tokens_map.
 #: stages write the label set under the same name and in the same format.
 LABELS_FILE = "labels.json"
 #: The export record: :meth:`OnnxSpec.to_json` (with the opset) under ``spec``, parity numbers, the sha256 of each
-#: ONNX file under ``files``, ``max_length``, ``normalisation_version`` and the source model's metadata.
+#: ONNX file under ``files``, ``max_length``, ``normalisation_version``, the source model's metadata and, for a
+#: calibrated model, :data:`TEMPERATURE_KEY`.
 METADATA_FILE = "export_metadata.json"
+#: Key of :data:`METADATA_FILE` holding the calibration temperature ``T`` (a finite number > 0, fitted on the
+#: validation split): the server's probabilities are ``softmax(logits / T)``. A bundle without it serves
+#: ``softmax(logits)`` (``T = 1``).
+TEMPERATURE_KEY = "temperature"
 #: The files every bundle holds.
 REQUIRED_FILES = (FP32_ONNX_FILE, INT8_ONNX_FILE, TOKENIZER_FILE, LABELS_FILE, METADATA_FILE)
 

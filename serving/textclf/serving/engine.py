@@ -48,19 +48,24 @@ class OnnxTextClassifier:
         session: ONNX Runtime session of the exported model.
         tokenizer: The bundle's tokenizer (truncating, not padding).
         max_group_size: Most texts per model run.
+        temperature: Calibration temperature ``T`` (> 0): probabilities are ``softmax(logits / T)``.
     """
 
-    def __init__(self, session: ort.InferenceSession, tokenizer: Tokenizer, max_group_size: int):
+    def __init__(
+        self, session: ort.InferenceSession, tokenizer: Tokenizer, max_group_size: int, temperature: float = 1.0
+    ):
         self._session = session
         self._tokenizer = tokenizer
         self._max_group_size = max_group_size
+        self.temperature = temperature
 
     @classmethod
     def from_bundle(
         cls, bundle: ExportBundle, precision: Precision, intra_op_threads: int, max_group_size: int,
         warmup_rounds: int,
     ) -> OnnxTextClassifier:
-        """The bundle's model at ``precision`` in a :func:`create_session` session, warmed up and ready.
+        """The bundle's model at ``precision`` in a :func:`create_session` session, with the bundle's calibration
+        temperature, warmed up and ready.
 
         Args:
             bundle: A loaded export bundle.
@@ -73,12 +78,14 @@ class OnnxTextClassifier:
             The classifier.
         """
         session = create_session(bundle.onnx_path(precision), intra_op_threads)
-        classifier = cls(session, bundle.load_tokenizer(), max_group_size)
+        classifier = cls(session, bundle.load_tokenizer(), max_group_size, bundle.temperature)
         classifier.warm_up(warmup_rounds)
         return classifier
 
     def probabilities(self, texts: list[str]) -> np.ndarray:
-        """Class probabilities of raw texts (normalised and tokenised here, as in training).
+        """Class probabilities of raw texts (normalised and tokenised here, as in training): ``softmax(logits / T)``
+        with the calibration temperature ``T``, so the response, the metrics and the request log all carry the
+        calibrated values.
 
         Args:
             texts: Raw texts (at least one).
@@ -92,7 +99,7 @@ class OnnxTextClassifier:
         for group in groups:
             batch = pad([token_ids[index] for index in group])
             logits = self._session.run([LOGITS], batch.feeds())[0]
-            for index, row in zip(group, softmax(logits), strict=True):
+            for index, row in zip(group, softmax(logits, self.temperature), strict=True):
                 rows[index] = row
         return np.stack(rows)
 

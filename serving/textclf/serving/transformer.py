@@ -3,7 +3,8 @@
 ``preprocess`` turns a V1 or V2 text request into a V2 ``InferRequest`` with INT64 ``input_ids`` and
 ``attention_mask`` (the same normalisation, tokenisation and truncation as :mod:`textclf.serving.engine`, from
 :mod:`textclf.serving.codec`); KServe's ``Model.predict`` sends it to the Triton predictor at ``predictor_host``
-(V2 REST or gRPC); ``postprocess`` turns Triton's ``logits`` into the same V1/V2 responses as the ONNX predictor.
+(V2 REST or gRPC); ``postprocess`` turns Triton's ``logits`` into the same V1/V2 responses as the ONNX predictor,
+with the bundle's calibration temperature applied the same way (``softmax(logits / T)``).
 """
 
 from __future__ import annotations
@@ -148,7 +149,8 @@ class TritonTextTransformer(ValidatedInPreprocess, kserve.Model):
         self, result: TritonResult, headers: dict[str, str] | None = None,
         response_headers: dict[str, str] | None = None,
     ) -> dict[str, Any] | InferResponse:
-        """Turn Triton's logits into the client's V1 or V2 response.
+        """Turn Triton's logits into the client's V1 or V2 response (probabilities ``softmax(logits / T)``, ``T`` the
+        bundle's calibration temperature).
 
         Args:
             result: Triton's response with the client request.
@@ -165,7 +167,8 @@ class TritonTextTransformer(ValidatedInPreprocess, kserve.Model):
         logits_output = result.response.get_output_by_name(LOGITS)
         if logits_output is None:
             raise InferenceError(f"predictor response has no {LOGITS!r} output")
-        probabilities = softmax(logits_output.as_numpy().reshape(len(result.request.texts), -1))
+        logits = logits_output.as_numpy().reshape(len(result.request.texts), -1)
+        probabilities = softmax(logits, self.bundle.temperature)
         metrics.observe_predictions(self.name, predicted_labels(probabilities, self.bundle.labels), probabilities)
         model_version = result.response.model_version or self.bundle.git_commit[:12]
         if result.request.kind is RequestKind.V1:
