@@ -275,3 +275,103 @@ class ExportConfig:
     def __post_init__(self) -> None:
         if self.opset < 17:
             raise ConfigError(f"opset must be >= 17, got {self.opset}")
+
+
+class EnsembleMethod(str, enum.Enum):
+    """How an ensemble's members' probabilities are combined (:mod:`textclf.ensemble`)."""
+
+    VOTE = "vote"  # soft voting: a weighted mean of the members' probabilities, weights fitted on validation
+    STACK = "stack"  # stacking: a logistic-regression meta-learner on the members' validation probabilities
+
+
+@dataclass(frozen=True)
+class EnsembleConfig:
+    """Ensemble fitting (:func:`textclf.ensemble.fit_ensemble`); everything is fitted on the validation split only.
+
+    Both methods are always fitted and saved; ``method`` is the one :func:`textclf.ensemble.apply_ensemble` uses
+    when not told otherwise.
+
+    Attributes:
+        method: ``vote`` or ``stack``.
+        stack_c: Inverse L2 regularisation strength of the stacking meta-learner (scikit-learn's ``C``).
+        stack_max_iter: Most L-BFGS iterations of the meta-learner.
+        cv_folds: Stratified folds of the out-of-fold (``cross_val_predict``) estimate of the meta-learner's
+            validation accuracy; every class needs at least this many validation rows.
+        seed: Seed of the folds' shuffling.
+    """
+
+    method: str = EnsembleMethod.VOTE.value
+    stack_c: float = 1.0
+    stack_max_iter: int = 1000
+    cv_folds: int = 5
+    seed: int = 42
+
+    def __post_init__(self) -> None:
+        try:
+            EnsembleMethod(self.method)
+        except ValueError:
+            valid = ", ".join(m.value for m in EnsembleMethod)
+            raise ConfigError(f"EnsembleConfig.method must be one of {valid}; got {self.method!r}") from None
+        checks = {
+            "stack_c": (math.isfinite(self.stack_c) and self.stack_c > 0, "a finite number > 0"),
+            "stack_max_iter": (self.stack_max_iter >= 1, "an integer >= 1"),
+            "cv_folds": (self.cv_folds >= 2, "an integer >= 2"),
+        }
+        for name, (ok, expected) in checks.items():
+            if not ok:
+                raise ConfigError(f"EnsembleConfig.{name} must be {expected}, got {getattr(self, name)!r}")
+
+    @property
+    def ensemble_method(self) -> EnsembleMethod:
+        return EnsembleMethod(self.method)
+
+
+class StudentInit(str, enum.Enum):
+    """Where a distilled student's kept encoder layers (and the rest of its weights) come from."""
+
+    TEACHER = "teacher"  # the fine-tuned teacher: its embeddings, kept layers, pooler and classification head
+    BASE = "base"  # the base model before fine-tuning: its embeddings, kept layers and pooler; a fresh head
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """Knowledge distillation of a teacher (or an ensemble's logits) into a student with fewer encoder layers.
+
+    The student's loss is ``alpha * CE(student, labels) + (1 - alpha) * T^2 * KL(softmax(teacher / T) ||
+    softmax(student / T))`` (Hinton et al. 2015); see :func:`textclf.distill.distillation_loss`.
+
+    Attributes:
+        temperature: Softening temperature ``T`` of both distributions in the KL term; finite and > 0.
+        alpha: Weight on the cross-entropy with the labels, in [0, 1]; ``1 - alpha`` weighs the KL term
+            (``alpha = 1`` trains on labels only, the baseline that measures what distillation adds).
+        student_layers: Encoder layers ``k`` the student keeps, chosen evenly from the teacher's
+            (:func:`textclf.distill.evenly_spaced_layers`); 1 <= k <= the teacher's layer count, the upper bound
+            checked once the teacher is known.
+        init: ``teacher`` or ``base`` (:class:`StudentInit`).
+    """
+
+    temperature: float = 2.0
+    alpha: float = 0.5
+    student_layers: int = 3
+    init: str = StudentInit.TEACHER.value
+
+    def __post_init__(self) -> None:
+        try:
+            StudentInit(self.init)
+        except ValueError:
+            valid = ", ".join(m.value for m in StudentInit)
+            raise ConfigError(f"DistillConfig.init must be one of {valid}; got {self.init!r}") from None
+        checks = {
+            "temperature": (isinstance(self.temperature, (int, float)) and math.isfinite(self.temperature)
+                            and self.temperature > 0, "a finite number > 0"),
+            "alpha": (isinstance(self.alpha, (int, float)) and 0.0 <= self.alpha <= 1.0, "a number in [0, 1]"),
+            "student_layers": (isinstance(self.student_layers, int) and not isinstance(self.student_layers, bool)
+                               and self.student_layers >= 1, "an integer >= 1"),
+        }
+        for name, (ok, expected) in checks.items():
+            if not ok:
+                raise ConfigError(f"DistillConfig.{name} must be {expected}, got {getattr(self, name)!r}")
+
+    @property
+    def student_init(self) -> StudentInit:
+        return StudentInit(self.init)
