@@ -108,7 +108,7 @@ def test_every_pipeline_parameter_is_a_run_flag_with_the_pipelines_default():
         assert hasattr(args, name), name
         if spec.optional:
             assert getattr(args, name) == spec.default, name
-    assert args.max_train_rows == 0  # the pipeline's default; `make run` sizes itself in the Makefile's RUN_ARGS
+    assert args.max_train_rows == 0  # the pipeline's default; `make run` sizes itself in the Makefile's RUN_SIZE
     assert build_parser().parse_args(["run", "--early-stopping-patience", "0"]).early_stopping_patience == 0
 
 

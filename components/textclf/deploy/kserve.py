@@ -20,6 +20,7 @@ import yaml
 
 from textclf.errors import ConfigError, RegistryError
 from textclf.provenance import atomic_file
+from textclf.serving.config import ServingConfig
 
 #: Directory holding ``base/`` and ``overlays/``; default: ``manifests/`` beside the ``components/`` folder.
 MANIFESTS_DIR_ENV = "TEXTCLF_MANIFESTS_DIR"
@@ -28,7 +29,7 @@ SERVING_RUNTIME = "textclf-onnx"
 #: Where KServe's storage initializer puts ``storageUri`` (the ServingRuntime's ``--model-dir``).
 KSERVE_MODEL_DIR = "/mnt/models"
 DEFAULT_NAME = "textclf"
-DEFAULT_PRECISION = "int8"
+DEFAULT_PRECISION = ServingConfig.__dataclass_fields__["precision"].default.value
 #: Annotation recording which registry version the manifest serves.
 MODEL_VERSION_ANNOTATION = "textclf-pipelines/model-version"
 #: URI schemes KServe's storage initializer can download (``file://`` and bare paths are not among them).

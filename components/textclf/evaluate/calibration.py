@@ -21,6 +21,7 @@ import numpy as np
 
 from textclf.errors import ConfigError, DataValidationError
 from textclf.evaluate.evaluate import expected_calibration_error, softmax
+from textclf.serving.contract import temperature_problem
 
 log = logging.getLogger(__name__)
 
@@ -36,12 +37,10 @@ def check_temperature(temperature: float) -> float:
     Raises:
         ConfigError: Not a finite number > 0 (``T <= 0`` would flip or zero the logits).
     """
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float, np.floating, np.integer)):
-        raise ConfigError(f"temperature must be a finite number > 0, got {type(temperature).__name__}")
-    value = float(temperature)
-    if not math.isfinite(value) or value <= 0:
-        raise ConfigError(f"temperature must be a finite number > 0, got {value!r}")
-    return value
+    problem = temperature_problem(temperature)
+    if problem:
+        raise ConfigError(f"temperature {problem}")
+    return float(temperature)
 
 
 def _checked(logits: Any, labels: Any | None = None) -> tuple[np.ndarray, np.ndarray | None]:

@@ -8,7 +8,6 @@ values -- the one a Kubeflow submission goes through, then the typed configs' ow
 from __future__ import annotations
 
 import dataclasses
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -51,15 +50,17 @@ def parameter_descriptions(pipeline_func: Any) -> dict[str, str]:
 
 
 def pipeline_package(pipeline_func: Any) -> Any:
-    """``pipeline_func`` compiled, as the :class:`textclf.deploy.kubeflow.PipelinePackage` a submission reads."""
-    from kfp import compiler
+    """``pipeline_func``'s parameters as the :class:`textclf.deploy.kubeflow.PipelinePackage` a submission reads,
+    from its in-memory ``PipelineSpec`` (the dict a compile writes as YAML), so checking a local run compiles
+    nothing and writes no file."""
+    from google.protobuf import json_format
 
-    from textclf.deploy.kubeflow import load_pipeline_package
+    from textclf.deploy.kubeflow import PipelinePackage
 
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / f"{pipeline_func.name}.yaml"
-        compiler.Compiler().compile(pipeline_func=pipeline_func, package_path=str(path))
-        return load_pipeline_package(path)
+    spec = json_format.MessageToDict(pipeline_func.pipeline_spec)
+    parameters = spec["root"].get("inputDefinitions", {}).get("parameters", {})
+    return PipelinePackage(path=Path(f"{pipeline_func.name}.yaml"), name=spec["pipelineInfo"]["name"],
+                           parameters=dict(parameters), sha256="")
 
 
 def _config_values(config: type, values: Mapping[str, Any]) -> dict[str, Any]:

@@ -6,7 +6,6 @@ Reads only JSON and the tokenizer file; needs neither torch nor transformers.
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,7 @@ from typing import Any
 from tokenizers import Tokenizer
 
 from textclf.serving.config import Precision
-from textclf.serving.contract import LABELS_FILE, METADATA_FILE, TEMPERATURE_KEY, TOKENIZER_FILE
+from textclf.serving.contract import LABELS_FILE, METADATA_FILE, TEMPERATURE_KEY, TOKENIZER_FILE, temperature_problem
 from textclf.text import NORMALISATION_VERSION
 
 
@@ -104,10 +103,11 @@ def _temperature(metadata: dict[str, Any], path: Path) -> float:
     if TEMPERATURE_KEY not in metadata:
         return 1.0
     value = metadata[TEMPERATURE_KEY]
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+    problem = temperature_problem(value)
+    if problem:
         raise BundleError(
-            f"{path}: {TEMPERATURE_KEY!r} must be a finite number > 0 (the calibration temperature T of "
-            f"softmax(logits / T)), got {value!r}; re-export the model, or remove the key to serve it uncalibrated"
+            f"{path}: {TEMPERATURE_KEY!r} {problem} (the calibration temperature T of softmax(logits / T)); "
+            "re-export the model, or remove the key to serve it uncalibrated"
         )
     return float(value)
 

@@ -10,6 +10,8 @@ Pure data: imports nothing from textclf, so any layer may import it.
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -97,3 +99,14 @@ ONNX_SPEC = OnnxSpec(
         LOGITS: {0: "batch"},
     },
 )
+
+
+def temperature_problem(value: object) -> str | None:
+    """Why ``value`` cannot be a bundle's calibration temperature ``T`` of ``softmax(logits / T)``, or None if it can
+    (a finite number > 0). The one rule for the export stage, which writes ``T``, and the server, which reads it;
+    each raises its own error with this text."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return f"must be a finite number > 0, got {type(value).__name__} {value!r}"
+    if not math.isfinite(value) or value <= 0:
+        return f"must be a finite number > 0, got {float(value)!r}"
+    return None
