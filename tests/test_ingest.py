@@ -147,3 +147,10 @@ def test_read_split_texts_joins_text_columns_and_names_classes_like_the_stage(sm
     staged = pd.read_parquet(tmp_path / "out" / "test.parquet")
     assert frame["text"].tolist() == staged["text"].tolist() and frame["label"].tolist() == staged["label"].tolist()
     assert set(frame["label"]) == {"World", "Sports", "Business", "Sci/Tech"}
+
+
+def test_text_columns_parameter_is_parsed_once_for_the_component_and_the_cli_check():
+    from textclf.config import IngestConfig, parse_text_columns
+
+    assert parse_text_columns(" title, description ,,") == ("title", "description")
+    assert parse_text_columns(",".join(IngestConfig.text_columns)) == IngestConfig.text_columns

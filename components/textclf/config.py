@@ -32,6 +32,11 @@ def default_base_model() -> str:
         return "sentence-transformers/all-MiniLM-L6-v2"
 
 
+def parse_text_columns(value: str) -> tuple[str, ...]:
+    """``IngestConfig.text_columns`` from the pipeline parameter's form, comma-separated names (blanks dropped)."""
+    return tuple(column.strip() for column in str(value).split(",") if column.strip())
+
+
 @dataclass(frozen=True)
 class IngestConfig:
     """Where the data comes from and how its columns map to text and label.

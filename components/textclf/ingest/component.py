@@ -32,11 +32,11 @@ def ingest_op(
     Returns:
         Nothing; the ``dataset`` artifact carries the format, class names and row counts in its metadata.
     """
-    from textclf.config import IngestConfig
+    from textclf.config import IngestConfig, parse_text_columns
     from textclf.ingest import ingest_dataset
 
-    columns = tuple(c.strip() for c in text_columns.split(",") if c.strip())
-    config = IngestConfig(dataset_uri, dataset_format, columns, label_column, new_rows_uri=new_rows_uri)
+    config = IngestConfig(dataset_uri, dataset_format, parse_text_columns(text_columns), label_column,
+                          new_rows_uri=new_rows_uri)
     result = ingest_dataset(config, dataset.path)
     dataset.metadata.update(
         {"dataset_format": result.dataset_format.value, "labels": result.labels, "rows": result.rows}

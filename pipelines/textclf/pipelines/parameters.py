@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from textclf.config import ExportConfig, IngestConfig, SplitConfig, TrainConfig
+from textclf.config import ExportConfig, IngestConfig, SplitConfig, TrainConfig, parse_text_columns
 from textclf.gate import GateConfig
 
 #: The typed configs whose fields are pipeline parameters of the same name; each validates its values.
@@ -67,7 +67,7 @@ def _config_values(config: type, values: Mapping[str, Any]) -> dict[str, Any]:
     """The values of ``config``'s fields among ``values``, in the config's types (as the components build them)."""
     found = {field.name: values[field.name] for field in dataclasses.fields(config) if field.name in values}
     if "text_columns" in found:  # a comma-separated string in the pipeline, a tuple in IngestConfig
-        found["text_columns"] = tuple(c.strip() for c in str(found["text_columns"]).split(",") if c.strip())
+        found["text_columns"] = parse_text_columns(found["text_columns"])
     if not found.get("base_model", True):  # empty: the packaged model (TrainConfig's default)
         del found["base_model"]
     return found
