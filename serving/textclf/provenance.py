@@ -99,6 +99,21 @@ def read_json(path: str | os.PathLike[str]) -> Any:
         return json.load(handle)
 
 
+def read_json_object(path: str | os.PathLike[str], error: type[Exception],
+                     source: str = "this directory the right pipeline output") -> dict:
+    """The JSON object in ``path``; ``error`` (e.g. the caller's ``TextclfError`` subclass), with a message naming
+    the file, when it is missing, not UTF-8 JSON or not an object. ``source`` completes "not found; is ...?"."""
+    try:
+        payload = read_json(path)
+    except FileNotFoundError:
+        raise error(f"{path}: not found; is {source}?") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise error(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(payload, dict):
+        raise error(f"{path}: expected a JSON object, got {type(payload).__name__}")
+    return payload
+
+
 @contextlib.contextmanager
 def atomic_directory(final_dir: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a staging directory that replaces ``final_dir`` only if the block finishes.

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -12,7 +11,7 @@ from typing import Any
 
 from textclf.errors import RegistryError
 from textclf.evaluate.evaluate import METRICS_FILE as EVALUATION_METRICS
-from textclf.provenance import sha256_file
+from textclf.provenance import read_json_object, sha256_file
 from textclf.serving.contract import METADATA_FILE as EXPORT_METADATA
 from textclf.train.train import METADATA_FILE as MODEL_METADATA
 #: Registry folder of each artifact, in the order they are registered.
@@ -48,15 +47,7 @@ def read_json_file(path: Path) -> dict[str, Any]:
     Raises:
         RegistryError: The file is missing or not a JSON object.
     """
-    try:
-        payload = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise RegistryError(f"{path}: not found; is this directory the right pipeline output?") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise RegistryError(f"{path}: not valid JSON ({exc})") from None
-    if not isinstance(payload, dict):
-        raise RegistryError(f"{path}: expected a JSON object")
-    return payload
+    return read_json_object(path, RegistryError)
 
 
 def required(payload: Mapping[str, Any], dotted_key: str, source: Path) -> Any:

@@ -67,18 +67,28 @@ def check_hardware(method: TrainMethod) -> None:
         raise HardwareUnavailableError(f"method 'qlora' needs bitsandbytes: {exc}") from exc
 
 
-def run_key(config: TrainConfig, fingerprints: dict[str, str]) -> str:
-    """Identity of a training run: the same parameters on the same data resume the same checkpoints."""
-    payload = json.dumps({"config": config.to_dict(), "data": fingerprints}, sort_keys=True, default=str)
+def run_key(config: TrainConfig, fingerprints: dict[str, str], extra: dict[str, Any] | None = None) -> str:
+    """Identity of a training run: the same parameters on the same data resume the same checkpoints. ``extra``
+    (e.g. the distillation parameters and the teacher's logits fingerprint) is part of the identity when given."""
+    payload_fields: dict[str, Any] = {"config": config.to_dict(), "data": fingerprints}
+    if extra:
+        payload_fields["extra"] = extra
+    payload = json.dumps(payload_fields, sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
 class EncodedTexts:
-    """Tokenised texts and label ids, as the list-of-dicts dataset the Trainer and its collator expect."""
+    """Tokenised texts and label ids, as the list-of-dicts dataset the Trainer and its collator expect; ``extra``
+    columns (e.g. a teacher's logits per example) are added to every item under their names."""
 
-    def __init__(self, encodings: dict[str, list[list[int]]], label_ids: list[int]):
+    def __init__(self, encodings: dict[str, list[list[int]]], label_ids: list[int],
+                 extra: dict[str, list[Any]] | None = None):
         self.encodings = encodings
         self.label_ids = label_ids
+        self.extra = dict(extra or {})
+        for name, values in self.extra.items():
+            if len(values) != len(label_ids):
+                raise DataValidationError(f"column {name!r} has {len(values)} values for {len(label_ids)} examples")
 
     def __len__(self) -> int:
         return len(self.label_ids)
@@ -86,10 +96,13 @@ class EncodedTexts:
     def __getitem__(self, index: int) -> dict[str, Any]:
         item = {key: values[index] for key, values in self.encodings.items()}
         item["labels"] = self.label_ids[index]
+        for name, values in self.extra.items():
+            item[name] = values[index]
         return item
 
 
-def encode_split(frame: pd.DataFrame, tokenizer: Any, labels: list[str], max_length: int) -> EncodedTexts:
+def encode_split(frame: pd.DataFrame, tokenizer: Any, labels: list[str], max_length: int,
+                 extra: dict[str, list[Any]] | None = None) -> EncodedTexts:
     label_to_id = {label: i for i, label in enumerate(labels)}
     unknown = sorted(set(frame["label"]) - set(label_to_id))
     if unknown:
@@ -100,6 +113,7 @@ def encode_split(frame: pd.DataFrame, tokenizer: Any, labels: list[str], max_len
     return EncodedTexts(
         {name: encodings[name] for name in ONNX_SPEC.inputs},
         [label_to_id[label] for label in frame["label"]],
+        extra,
     )
 
 
@@ -227,6 +241,30 @@ def train_model(
         return _train(Path(split_dir), config, str(local_base_model), Path(output_dir), checkpoint_root, progress)
 
 
+@dataclass(frozen=True)
+class SplitData:
+    """The validate stage's output as the training stages read it."""
+
+    labels: list[str]
+    report: dict[str, Any]
+    train: pd.DataFrame
+    validation: pd.DataFrame
+
+    @property
+    def fingerprints(self) -> dict[str, str]:
+        return self.report["fingerprints"]
+
+
+def read_splits(split_dir: Path) -> SplitData:
+    """Labels, split report and the train and validation frames of the validate stage's output."""
+    return SplitData(
+        labels=read_json(split_dir / LABELS_FILE)["labels"],
+        report=read_json(split_dir / SPLIT_REPORT_FILE),
+        train=pd.read_parquet(split_dir / SPLIT_FILES["train"]),
+        validation=pd.read_parquet(split_dir / SPLIT_FILES["validation"]),
+    )
+
+
 def _train(
     split_dir: Path,
     config: TrainConfig,
@@ -240,29 +278,68 @@ def _train(
     import dataclasses
 
     import torch
-    from transformers import (
-        DataCollatorWithPadding,
-        EarlyStoppingCallback,
-        Trainer,
-        TrainingArguments,
-        set_seed,
-    )
+    from transformers import set_seed
 
     load_config = dataclasses.replace(config, base_model=local_base_model)
-    labels: list[str] = read_json(split_dir / LABELS_FILE)["labels"]
-    split_report = read_json(split_dir / SPLIT_REPORT_FILE)
-    fingerprints = split_report["fingerprints"]
-    train_frame = pd.read_parquet(split_dir / SPLIT_FILES["train"])
-    validation_frame = pd.read_parquet(split_dir / SPLIT_FILES["validation"])
-
+    data = read_splits(split_dir)
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
     set_seed(config.seed)
-    tokenizer, model = load_base_model(load_config, labels)
-    train_data = encode_split(train_frame, tokenizer, labels, config.max_length)
-    validation_data = encode_split(validation_frame, tokenizer, labels, config.max_length)
+    tokenizer, model = load_base_model(load_config, data.labels)
+    train_data = encode_split(data.train, tokenizer, data.labels, config.max_length)
+    validation_data = encode_split(data.validation, tokenizer, data.labels, config.max_length)
 
-    key = run_key(config, fingerprints)
+    def finalise(trained: Any) -> Any:
+        return trained if config.train_method is TrainMethod.FULL else merge_adapters(trained, load_config,
+                                                                                        data.labels)
+
+    return fit_and_save(
+        model, tokenizer, data, train_data, validation_data, config, run_key(config, data.fingerprints),
+        output_dir, checkpoint_root, progress, finalise=finalise,
+    )
+
+
+def fit_and_save(
+    model: Any,
+    tokenizer: Any,
+    data: SplitData,
+    train_data: EncodedTexts,
+    validation_data: EncodedTexts,
+    config: TrainConfig,
+    key: str,
+    output_dir: Path,
+    checkpoint_root: str | Path | None,
+    progress: bool,
+    *,
+    trainer_class: Any = None,
+    trainer_kwargs: dict[str, Any] | None = None,
+    collator: Any = None,
+    finalise: Any = None,
+    extra_metadata: dict[str, Any] | None = None,
+) -> TrainResult:
+    """Run the Trainer with resumable checkpoints under ``checkpoint_root/<key>`` and write the model directory
+    (atomically) in this stage's layout. Shared by the train and distill stages, so a student is saved, resumed and
+    described exactly like a fine-tuned model and the evaluate, export and register stages read it unchanged.
+
+    Args:
+        model, tokenizer: The model to train and its tokenizer.
+        data: The splits (labels, report).
+        train_data, validation_data: Encoded splits.
+        config: Hyper-parameters (epochs, batch size, learning rate, checkpointing, early stopping, seed).
+        key: The run's identity (:func:`run_key`): the checkpoint directory's name.
+        output_dir: The model directory to write.
+        checkpoint_root: See :func:`train_model`.
+        progress: Show a progress bar.
+        trainer_class: ``transformers.Trainer`` or a subclass (default ``Trainer``).
+        trainer_kwargs: Extra constructor arguments of ``trainer_class``.
+        collator: Batch collator (default: ``DataCollatorWithPadding(tokenizer)``).
+        finalise: Applied to the trained model before saving (e.g. merging LoRA adapters).
+        extra_metadata: Added at the top level of :data:`METADATA_FILE`.
+    """
+    import torch
+    from transformers import DataCollatorWithPadding, EarlyStoppingCallback, Trainer, TrainingArguments
+
+    labels, split_report, fingerprints = data.labels, data.report, data.fingerprints
     mirror = None
     scratch_checkpoints = checkpoint_root is None or is_remote(str(checkpoint_root))
     if scratch_checkpoints:
@@ -306,14 +383,15 @@ def _train(
     callbacks = [EarlyStoppingCallback(config.early_stopping_patience)] if config.early_stopping_patience else []
     if mirror is not None:
         callbacks.append(mirror.callback())
-    trainer = Trainer(
+    trainer = (trainer_class or Trainer)(
         model=model,
         args=args,
         train_dataset=train_data,
         eval_dataset=validation_data,
-        data_collator=DataCollatorWithPadding(tokenizer),
+        data_collator=collator or DataCollatorWithPadding(tokenizer),
         compute_metrics=_accuracy,
         callbacks=callbacks,
+        **(trainer_kwargs or {}),
     )
     started = time.perf_counter()
     outcome = trainer.train(resume_from_checkpoint=resume_from)
@@ -322,8 +400,8 @@ def _train(
 
     model = trainer.model
     with atomic_directory(output_dir) as staging:
-        if config.train_method is not TrainMethod.FULL:
-            model = merge_adapters(model, load_config, labels)
+        if finalise is not None:
+            model = finalise(model)
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
         write_json(staging / LABELS_FILE, {"labels": labels})
@@ -361,6 +439,7 @@ def _train(
                 },
                 "training": summary,
                 "history": history,
+                **(extra_metadata or {}),
                 "package_versions": package_versions(),
                 "git_commit": git_commit(),
                 "created_unix": time.time(),
