@@ -56,7 +56,10 @@ def test_saved_model_loads_back_with_identical_predictions(classical, small_spli
 def test_validation_logits_and_summary(classical, small_splits):
     model_dir, logits_dir, summary, _ = classical
     labels = label_names(model_dir)
-    assert sorted(path.name for path in logits_dir.iterdir()) == [LOGITS_FILES["validation"]], "no test logits"
+    assert sorted(path.name for path in logits_dir.iterdir()) == sorted(
+        [LOGITS_FILES["validation"], LOGITS_FILES["train"]]), "no test logits"
+    train = pd.read_parquet(logits_dir / LOGITS_FILES["train"])
+    assert train["row"].tolist() == pd.read_parquet(small_splits / SPLIT_FILES["train"])["row"].tolist()
     validation = pd.read_parquet(logits_dir / LOGITS_FILES["validation"])
     assert validation["row"].tolist() == pd.read_parquet(small_splits / SPLIT_FILES["validation"])["row"].tolist()
     assert len(validation) == summary["validation_rows"] == 80 and "test_rows" not in summary

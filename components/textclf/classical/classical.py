@@ -9,8 +9,9 @@ scores it; :func:`split_logits` with ``split="test"`` is what it calls for this 
   the calibrated linear SVM or the logistic regression) in skops' format, which :func:`load_classical_model` reads
   with an explicit list of trusted types (nothing is unpickled); ``labels.json``; :data:`METADATA_FILE`
   (parameters, data fingerprints, training summary, the model file's sha256, package versions, git commit);
-- the logits (``logits_dir``): ``LOGITS_FILES["validation"]``, per validation row ``row``, ``label``,
-  ``logit_<label>`` and ``p_<label>`` (:func:`logits_frame`).
+- the logits (``logits_dir``): ``LOGITS_FILES["validation"]`` and ``LOGITS_FILES["train"]``, per row ``row``,
+  ``label``, ``logit_<label>`` and ``p_<label>`` (:func:`logits_frame`); the train file is what an ensemble teacher
+  is distilled from.
 
 The saved pipeline preprocesses every text with :func:`preprocess` (:func:`textclf.text.normalise_text`, the
 normalisation training and serving apply, then lower case), so the loaded model sees text exactly as training did.
@@ -44,9 +45,11 @@ MODEL_FILE = "model.skops"
 #: Output: labels, parameters, normalisation version, data fingerprints, training summary, ``model_sha256``,
 #: trusted types, package versions, git commit.
 METADATA_FILE = "classical_metadata.json"
-#: A member's logits and probabilities per split (:func:`logits_frame`): this stage writes the validation file into
-#: its logits directory, the evaluate stage the test file.
-LOGITS_FILES = {"validation": "validation_logits.parquet", "test": "test_logits.parquet"}
+#: A member's logits and probabilities per split (:func:`logits_frame`), the file names every member's logits
+#: directory uses: the training stages write the train file (what a student is distilled on) and the validation file
+#: (what an ensemble and a temperature are fitted on); only the evaluate/compare stage scores the test split.
+LOGITS_FILES = {"train": "train_logits.parquet", "validation": "validation_logits.parquet",
+                "test": "test_logits.parquet"}
 #: Types in :data:`MODEL_FILE` that skops does not trust by itself (it trusts scikit-learn's public estimators,
 #: numpy and scipy): the text preprocessor and the SVM calibration's private classes. :func:`load_classical_model`
 #: trusts these and refuses a file holding any other.
@@ -63,8 +66,8 @@ RECORDED_PACKAGES = ("textclf-components", "scikit-learn", "skops", "scipy", "nu
 
 @dataclass(frozen=True)
 class ClassicalResult:
-    """Where the model and its validation logits were written, the training summary recorded in the metadata, and
-    the fitted pipeline itself (as saved)."""
+    """Where the model and its validation and train logits were written, the training summary recorded in the
+    metadata, and the fitted pipeline itself (as saved)."""
 
     model_dir: Path
     logits_dir: Path
@@ -204,7 +207,7 @@ def split_logits(model: Any, split_dir: str | Path, split: str) -> pd.DataFrame:
 def train_classical(
     split_dir: str | Path, config: ClassicalConfig, model_dir: str | Path, logits_dir: str | Path
 ) -> ClassicalResult:
-    """Fit the TF-IDF linear model on the train split; write it, and its validation logits.
+    """Fit the TF-IDF linear model on the train split; write it, and its validation and train logits.
 
     Every input is checked before anything is fitted (the configuration already checked itself when built). The
     test split is not read.
@@ -214,7 +217,7 @@ def train_classical(
             ``validation_report.json``).
         config: Features and regularisation.
         model_dir: Directory to create for the model (see the module docstring).
-        logits_dir: Directory to create for the validation logits.
+        logits_dir: Directory to create for the validation and train logits.
 
     Returns:
         Both directories, the training summary and the fitted pipeline.
@@ -289,6 +292,9 @@ def train_classical(
         )
         logits_frame(validation, validation_logits, labels).to_parquet(
             logits_staging / LOGITS_FILES["validation"], index=False
+        )
+        logits_frame(train, classical_logits(model, train["text"].tolist()), labels).to_parquet(
+            logits_staging / LOGITS_FILES["train"], index=False
         )
     log.info("classical model written to %s: validation accuracy %.4f, %s features, %.1f s fit",
              model_dir, summary["validation_accuracy"], summary["features"], fit_seconds)

@@ -21,9 +21,9 @@ def train_classical_op(
     calibration_folds: int,
     seed: int,
     model: Output[Model],
-    logits: Output[Dataset],
+    member_logits: Output[Dataset],
 ) -> float:
-    """Fit TF-IDF n-grams and a linear model on the train split; keep its validation logits.
+    """Fit TF-IDF n-grams and a linear model on the train split; keep its validation and train logits.
 
     The defaults of every parameter are :class:`textclf.config.ClassicalConfig`'s. The test split is not read: the
     evaluate component scores it (``textclf.classical.split_logits``).
@@ -42,8 +42,8 @@ def train_classical_op(
         calibration_folds: Folds of the SVM's sigmoid calibration.
         seed: Seed of the SVM solver.
         model: Output directory: ``model.skops`` (no pickle), ``labels.json``, ``classical_metadata.json``.
-        logits: Output directory: ``validation_logits.parquet``, columns ``row``, ``label``, ``logit_<label>`` and
-            ``p_<label>``.
+        member_logits: Output directory: ``validation_logits.parquet`` and ``train_logits.parquet``, columns ``row``,
+            ``label``, ``logit_<label>`` and ``p_<label>`` (the train file is what a student is distilled from).
 
     Returns:
         The validation accuracy.
@@ -57,10 +57,10 @@ def train_classical_op(
         sublinear_tf=bool(sublinear_tf), c=float(c), max_iter=int(max_iter), calibration_folds=int(calibration_folds),
         seed=int(seed),
     )
-    result = train_classical(splits.path, config, model.path, logits.path)
+    result = train_classical(splits.path, config, model.path, member_logits.path)
     model.metadata.update(
         {key: value for key, value in result.summary.items() if isinstance(value, (int, float, str, bool))}
     )
     model.metadata["framework"] = "scikit-learn"
-    logits.metadata["validation_rows"] = result.summary["validation_rows"]
+    member_logits.metadata["validation_rows"] = result.summary["validation_rows"]
     return float(result.summary["validation_accuracy"])

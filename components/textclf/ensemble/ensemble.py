@@ -382,6 +382,17 @@ def apply_ensemble(ensemble: FittedEnsemble, members: Sequence[MemberLogits], me
     return ensemble.meta_learner.predict_proba(stacking_features(aligned.probabilities)), aligned
 
 
+def apply_ensemble_logits(ensemble: FittedEnsemble, members: Sequence[MemberLogits], method: str | None = None
+                          ) -> tuple[np.ndarray, AlignedMembers]:
+    """:func:`apply_ensemble` as logits: the log of its probabilities (floored at ``PROBABILITY_FLOOR``), which
+    softmax maps back to the same probabilities, so an ensemble is a teacher or a calibrated model like any member.
+
+    Returns, Raises: as for :func:`apply_ensemble` (float64 ``[n, classes]`` logits).
+    """
+    probabilities, aligned = apply_ensemble(ensemble, members, method)
+    return np.log(np.maximum(probabilities, PROBABILITY_FLOOR)), aligned
+
+
 def ensemble_to_json(ensemble: FittedEnsemble) -> dict[str, Any]:
     """The JSON form of :data:`ENSEMBLE_FILE` (no pickle: plain lists of floats)."""
     meta = ensemble.meta_learner
