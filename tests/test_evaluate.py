@@ -1,14 +1,24 @@
-"""Evaluation metrics on constructed predictions, and the evaluate stage on a small trained model."""
+"""Evaluation metrics on constructed predictions, the calibration temperature the export stage reads back, and the
+evaluate stage on a small trained model."""
 
 from __future__ import annotations
+
+import json
+import math
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from textclf.config import EvaluateConfig
+from textclf.errors import DataValidationError
 from textclf.evaluate import evaluate_model
-from textclf.evaluate.evaluate import classification_metrics, expected_calibration_error
+from textclf.evaluate.evaluate import (
+    calibration_section,
+    classification_metrics,
+    evaluation_temperature,
+    expected_calibration_error,
+)
 from textclf.provenance import read_json
 
 
@@ -36,6 +46,56 @@ def test_classification_metrics_on_constructed_predictions():
     assert metrics["macro_f1"] == pytest.approx(expected_macro)
 
 
+def write_metrics(directory, payload) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "metrics.json").write_text(payload if isinstance(payload, str) else json.dumps(payload))
+
+
+def test_evaluation_temperature_reads_the_calibration_entry(tmp_path):
+    write_metrics(tmp_path / "calibrated", {"test": {}, "calibration": {"temperature": 1.25, "test_ece_after": 0.1}})
+    assert evaluation_temperature(tmp_path / "calibrated") == 1.25
+    write_metrics(tmp_path / "before", {"test": {"accuracy": 0.9}})  # an evaluation written before calibration
+    assert evaluation_temperature(tmp_path / "before") is None
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        ({"calibration": {"temperature": 0.0}}, "calibration.temperature must be a finite number > 0, got 0.0"),
+        ({"calibration": {"temperature": -1.5}}, "calibration.temperature must be a finite number > 0, got -1.5"),
+        ('{"calibration": {"temperature": NaN}}', "calibration.temperature must be a finite number > 0, got nan"),
+        ('{"calibration": {"temperature": Infinity}}', "must be a finite number > 0, got inf"),
+        ({"calibration": {"temperature": "2"}}, "must be a finite number > 0, got str '2'"),
+        ({"calibration": {"temperature": True}}, "must be a finite number > 0, got bool True"),
+        ({"calibration": {"temperature": None}}, "must be a finite number > 0, got NoneType None"),
+        ({"calibration": {"test_ece_after": 0.1}}, "'calibration' must be an object with a 'temperature'"),
+        ({"calibration": 1.3}, "'calibration' must be an object with a 'temperature'"),
+        ([1, 2], "expected a JSON object, got list"),
+        ("{not json", "not valid JSON"),
+    ],
+)
+def test_evaluation_temperature_refuses_a_bad_value(tmp_path, payload, message):
+    write_metrics(tmp_path / "eval", payload)
+    with pytest.raises(DataValidationError, match=message) as excinfo:
+        evaluation_temperature(tmp_path / "eval")
+    assert "metrics.json" in str(excinfo.value)
+
+
+def test_evaluation_temperature_needs_a_metrics_file(tmp_path):
+    with pytest.raises(DataValidationError, match=r"metrics.json: not found; is .* an evaluate-stage output\?"):
+        evaluation_temperature(tmp_path)
+
+
+def test_calibration_section_shows_temperature_ece_and_nll():
+    calibration = {"temperature": 0.4321, "validation_rows": 1234, "bins": 15, "test_ece_before": 0.2,
+                   "test_ece_after": 0.05, "test_nll_before": 1.1, "test_nll_after": 0.9,
+                   "validation_nll_before": 1.0, "validation_nll_after": 0.8}
+    section = calibration_section(calibration)
+    assert "<h2>Calibration</h2>" in section and "T = 0.4321" in section and "1,234" in section
+    assert "<td>0.2000</td>" in section and "<td>0.0500</td>" in section and "<td>0.9000</td>" in section
+    assert calibration_section(None) == ""
+
+
 @pytest.mark.slow
 def test_evaluate_stage_writes_metrics_report_and_parity_sample(tiny_model, small_splits, tmp_path):
     config = EvaluateConfig(parity_rows=64, overfit_gap=-1.0)  # any gap counts, to exercise the flag
@@ -60,3 +120,17 @@ def test_evaluate_stage_writes_metrics_report_and_parity_sample(tiny_model, smal
     html = (tmp_path / "eval" / "report.html").read_text()
     assert "data:image/png;base64," in html and "Confusion matrix" in html
     assert read_json(tmp_path / "eval" / "metrics.json")["test"]["accuracy"] == test["accuracy"]
+
+    # Calibration: T fitted on the 80 validation rows only, its effect reported on the 200 test rows.
+    calibration = metrics["calibration"]
+    temperature = calibration["temperature"]
+    assert math.isfinite(temperature) and temperature > 0
+    assert (calibration["validation_rows"], calibration["test_rows"]) == (80, 200)
+    assert calibration["bins"] == config.calibration_bins
+    assert calibration["test_ece_before"] == pytest.approx(test["expected_calibration_error"])
+    assert 0.0 <= calibration["test_ece_after"] <= 1.0
+    assert calibration["validation_nll_after"] <= calibration["validation_nll_before"] + 1e-12
+    assert read_json(tmp_path / "eval" / "metrics.json")["calibration"] == calibration
+    assert evaluation_temperature(tmp_path / "eval") == temperature
+    assert "<h2>Calibration</h2>" in html and f"T = {temperature:.4f}" in html
+    assert f"{calibration['test_ece_before']:.4f}" in html and f"{calibration['test_ece_after']:.4f}" in html

@@ -1,4 +1,5 @@
-"""ONNX export: interface (names, opset, dynamic axes), parity with PyTorch, and refusal when parity fails."""
+"""ONNX export: interface (names, opset, dynamic axes), parity with PyTorch, refusal when parity fails, and the
+evaluate stage's calibration temperature carried into the bundle's metadata."""
 
 from __future__ import annotations
 
@@ -8,26 +9,40 @@ import pytest
 from textclf.config import EvaluateConfig, ExportConfig
 from textclf.errors import ConfigError, ParityError
 from textclf.evaluate import evaluate_model
+from textclf.evaluate.evaluate import evaluation_temperature
 from textclf.export import export_model
 from textclf.provenance import read_json, sha256_file
-from textclf.serving.contract import FP32_ONNX_FILE, INT8_ONNX_FILE, METADATA_FILE, ONNX_SPEC
+from textclf.serving.contract import FP32_ONNX_FILE, INT8_ONNX_FILE, METADATA_FILE, ONNX_SPEC, TEMPERATURE_KEY
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def parity_texts(tiny_model, small_splits, tmp_path_factory):
+def evaluation(tiny_model, small_splits, tmp_path_factory):
     out = tmp_path_factory.mktemp("eval")
     evaluate_model(tiny_model, small_splits, EvaluateConfig(parity_rows=128), out)
-    return out / "parity_texts.parquet"
+    return out
 
 
 @pytest.fixture(scope="module")
-def exported(tiny_model, parity_texts, tmp_path_factory):
+def parity_texts(evaluation):
+    return evaluation / "parity_texts.parquet"
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_model, evaluation, parity_texts, tmp_path_factory):
+    """What ``export_op`` does: the evaluation's validation-fitted temperature goes into the bundle."""
     # The tiny model's logits are close together, so INT8 may flip a borderline text; the 99% acceptance
     # threshold is checked on a real model by the end-to-end pipeline test.
     out = tmp_path_factory.mktemp("export") / "onnx"
-    return export_model(tiny_model, parity_texts, ExportConfig(min_int8_agreement=0.95), out)
+    return export_model(tiny_model, parity_texts, ExportConfig(min_int8_agreement=0.95), out,
+                        temperature=evaluation_temperature(evaluation))
+
+
+def test_bundle_carries_the_evaluation_temperature(exported, evaluation):
+    temperature = read_json(evaluation / "metrics.json")["calibration"]["temperature"]
+    assert temperature > 0 and evaluation_temperature(evaluation) == temperature
+    assert read_json(exported.output_dir / METADATA_FILE)[TEMPERATURE_KEY] == temperature
 
 
 def test_onnx_interface(exported):

@@ -22,10 +22,13 @@ def evaluate_op(
     Args:
         model: Output of the train component.
         splits: Output of the validate/split component.
-        metrics: Scalar metrics: accuracy, macro-F1, ECE, per-class F1, train/validation accuracy and gap.
+        metrics: Scalar metrics: accuracy, macro-F1, ECE (uncalibrated), per-class F1, train/validation accuracy and
+            gap, the calibration ``temperature`` fitted on the validation split and
+            ``expected_calibration_error_calibrated`` (the test ECE with that temperature applied).
         confusion_matrix: The test confusion matrix, drawn by the KFP UI.
         report: Self-contained HTML report with the confusion-matrix plot.
-        evaluation: Output directory: ``metrics.json``, ``predictions.parquet``, ``parity_texts.parquet``.
+        evaluation: Output directory: ``metrics.json`` (with ``calibration``, read by the export component),
+            ``predictions.parquet``, ``parity_texts.parquet``.
 
     Returns:
         accuracy: Test accuracy.
@@ -42,6 +45,7 @@ def evaluate_op(
     result = evaluate_model(model.path, splits.path, EvaluateConfig(), evaluation.path)
     found = result.metrics
     test = found["test"]
+    calibration = found["calibration"]
     scalars = {
         "accuracy": test["accuracy"],
         "macro_f1": test["macro_f1"],
@@ -49,6 +53,8 @@ def evaluate_op(
         "train_accuracy": found["train_accuracy"],
         "validation_accuracy": found["validation_accuracy"],
         "train_validation_gap": found["train_validation_gap"],
+        "temperature": calibration["temperature"],
+        "expected_calibration_error_calibrated": calibration["test_ece_after"],
     }
     scalars.update({f"f1_{label}": values["f1"] for label, values in test["per_class"].items()})
     for name, value in scalars.items():

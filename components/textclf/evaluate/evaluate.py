@@ -1,6 +1,9 @@
 """Evaluate: score the trained model on the held-out test set and write metrics and a report.
 
-This is the only stage that scores the test split. Output layout (a directory): ``metrics.json`` (all numbers),
+This is the only stage that scores the test split. It also fits the calibration temperature ``T`` on the VALIDATION
+split's logits (:mod:`textclf.evaluate.calibration`) and reports the test set's calibration error with and without
+it; the export stage reads ``T`` back (:func:`evaluation_temperature`) and records it in the serving bundle. Output
+layout (a directory): ``metrics.json`` (all numbers),
 ``predictions.parquet`` (per test row: true label, predicted label, probabilities), ``report.html`` (self-contained,
 with the confusion-matrix plot inline), ``confusion_matrix.png`` and ``parity_texts.parquet`` (test texts, without
 labels, for the export stage's parity check).
@@ -20,8 +23,9 @@ import numpy as np
 import pandas as pd
 
 from textclf.config import EvaluateConfig
-from textclf.provenance import read_json, write_json
-from textclf.serving.contract import LABELS_FILE
+from textclf.errors import DataValidationError
+from textclf.provenance import read_json, read_json_object, write_json
+from textclf.serving.contract import LABELS_FILE, temperature_problem
 from textclf.text import normalise_text
 from textclf.train.train import METADATA_FILE as MODEL_METADATA_FILE
 from textclf.validate.validate import REPORT_FILE as SPLIT_REPORT_FILE
@@ -29,9 +33,13 @@ from textclf.validate.validate import SPLIT_FILES
 
 log = logging.getLogger(__name__)
 
-#: Output: every number (``test`` metrics, train/validation accuracy and gap, ``test_set_sha256``,
-#: ``model_run_key``); the gate, the registry and the local runner read it.
+#: Output: every number (``test`` metrics, uncalibrated; train/validation accuracy and gap; ``calibration``: the
+#: :func:`textclf.evaluate.calibration.calibration_summary` of the validation-fitted temperature, with the test
+#: set's ECE and NLL before and after it; ``test_set_sha256``; ``model_run_key``); the gate, the registry, the
+#: export stage (``calibration.temperature``) and the local runner read it.
 METRICS_FILE = "metrics.json"
+#: Key of :data:`METRICS_FILE` holding the calibration summary (absent in evaluations written before calibration).
+CALIBRATION_KEY = "calibration"
 #: Output: per test row ``row``, ``label``, ``predicted``, ``correct`` and ``p_<label>``; the gate reads it.
 PREDICTIONS_FILE = "predictions.parquet"
 #: Output: test texts (column ``text``, no labels) for the export stage's parity check.
@@ -135,6 +143,22 @@ def confusion_matrix_png(matrix: list[list[int]], labels: list[str]) -> bytes:
     return buffer.getvalue()
 
 
+def calibration_section(calibration: dict[str, Any] | None) -> str:
+    """The report's "Calibration" section for ``metrics["calibration"]``; empty when there is none."""
+    if not calibration:
+        return ""
+    return f"""<h2>Calibration</h2>
+<p>Temperature scaling: <code>T = {calibration['temperature']:.4f}</code>, fitted on {calibration['validation_rows']:,}
+validation rows (the served probabilities are <code>softmax(logits / T)</code>; predictions are unchanged).</p>
+<table><tr><th>metric</th><th>before</th><th>after</th></tr>
+<tr><td>test expected calibration error ({calibration['bins']} bins)</td><td>{calibration['test_ece_before']:.4f}</td>
+<td>{calibration['test_ece_after']:.4f}</td></tr>
+<tr><td>test negative log-likelihood</td><td>{calibration['test_nll_before']:.4f}</td>
+<td>{calibration['test_nll_after']:.4f}</td></tr>
+<tr><td>validation negative log-likelihood</td><td>{calibration['validation_nll_before']:.4f}</td>
+<td>{calibration['validation_nll_after']:.4f}</td></tr></table>"""
+
+
 def render_html(metrics: dict[str, Any], labels: list[str], png: bytes, model_meta: dict[str, Any]) -> str:
     """A self-contained HTML report (the KFP UI shows it as an HTML artifact)."""
     test = metrics["test"]
@@ -163,6 +187,7 @@ table{{border-collapse:collapse}}</style></head><body>
 <tr><td>validation accuracy</td><td>{metrics['validation_accuracy']:.4f}</td></tr>
 <tr><td>train - validation gap</td><td>{gap:+.4f}</td></tr>
 <tr><td>overfitting (gap &gt; {metrics['overfit_threshold']})</td><td>{flag}</td></tr></table>
+{calibration_section(metrics.get(CALIBRATION_KEY))}
 <h2>Per class</h2>
 <table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>support</th></tr>{rows}</table>
 <h2>Confusion matrix</h2>
@@ -183,7 +208,9 @@ def evaluate_model(
         output_dir: Directory to create.
 
     Returns:
-        The output directory and the metrics (also in ``metrics.json``).
+        The output directory and the metrics (also in ``metrics.json``); ``metrics["test"]`` is computed from the
+        uncalibrated probabilities, ``metrics["calibration"]`` holds the temperature fitted on the validation split
+        and the test set's calibration error and NLL before and after it.
     """
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -197,20 +224,24 @@ def evaluate_model(
     max_length = int(model_meta["max_length"])
 
     def score(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """Label ids and raw logits of ``frame``'s rows."""
         logits = predict_logits(model, tokenizer, frame["text"].tolist(), config.batch_size, max_length)
-        return frame["label"].map(label_to_id).to_numpy(), softmax(logits)
+        return frame["label"].map(label_to_id).to_numpy(), logits
 
     test = pd.read_parquet(split_dir / SPLIT_FILES["test"])
     train = pd.read_parquet(split_dir / SPLIT_FILES["train"])
     validation = pd.read_parquet(split_dir / SPLIT_FILES["validation"])
     train_sample = train.sample(n=min(config.train_sample_rows, len(train)), random_state=0)
 
-    test_ids, test_probs = score(test)
-    train_ids, train_probs = score(train_sample)
-    val_ids, val_probs = score(validation)
-    train_accuracy = float((train_probs.argmax(-1) == train_ids).mean())
-    validation_accuracy = float((val_probs.argmax(-1) == val_ids).mean())
+    test_ids, test_logits = score(test)
+    train_ids, train_logits = score(train_sample)
+    val_ids, val_logits = score(validation)
+    test_probs = softmax(test_logits)
+    train_accuracy = float((train_logits.argmax(-1) == train_ids).mean())
+    validation_accuracy = float((val_logits.argmax(-1) == val_ids).mean())
     gap = train_accuracy - validation_accuracy
+    from textclf.evaluate.calibration import calibration_summary  # it imports this module: not at the top
+
     metrics = {
         "test": classification_metrics(test_ids, test_probs, labels, config.calibration_bins),
         "train_accuracy": train_accuracy,
@@ -218,6 +249,8 @@ def evaluate_model(
         "train_validation_gap": gap,
         "overfit_threshold": config.overfit_gap,
         "overfitting": bool(gap > config.overfit_gap),
+        # T is fitted on the validation logits only; the test set only reports its effect.
+        CALIBRATION_KEY: calibration_summary(val_logits, val_ids, test_logits, test_ids, config.calibration_bins),
         "labels": labels,
         "test_set_sha256": split_report["fingerprints"]["test_set_sha256"],
         "model_run_key": model_meta["training"]["run_key"],
@@ -241,4 +274,36 @@ def evaluate_model(
     (out / REPORT_FILE).write_text(render_html(metrics, labels, png, model_meta), encoding="utf-8")
     write_json(out / METRICS_FILE, metrics)
     log.info("test accuracy %.4f, macro-F1 %.4f", metrics["test"]["accuracy"], metrics["test"]["macro_f1"])
+    calibration = metrics[CALIBRATION_KEY]
+    log.info("temperature %.4f (validation-fitted): test ECE %.4f -> %.4f", calibration["temperature"],
+             calibration["test_ece_before"], calibration["test_ece_after"])
     return EvaluationResult(out, metrics)
+
+
+def evaluation_temperature(evaluation_dir: str | Path) -> float | None:
+    """The calibration temperature an evaluate-stage directory recorded (``metrics.json``'s
+    ``calibration.temperature``, fitted on the validation split), for the export stage to put in the bundle.
+
+    Args:
+        evaluation_dir: Output directory of :func:`evaluate_model`.
+
+    Returns:
+        ``T`` as a float, or ``None`` when ``metrics.json`` has no ``calibration`` entry (an evaluation written before
+        the evaluate stage calibrated): the bundle then serves ``softmax(logits)``.
+
+    Raises:
+        DataValidationError: ``metrics.json`` is missing or not a JSON object, ``calibration`` is not an object with
+            a ``temperature``, or the temperature is not a finite number > 0.
+    """
+    path = Path(evaluation_dir) / METRICS_FILE
+    metrics = read_json_object(path, DataValidationError, f"{evaluation_dir} an evaluate-stage output")
+    if CALIBRATION_KEY not in metrics:
+        return None
+    calibration = metrics[CALIBRATION_KEY]
+    if not isinstance(calibration, dict) or "temperature" not in calibration:
+        raise DataValidationError(f"{path}: {CALIBRATION_KEY!r} must be an object with a 'temperature'")
+    temperature = calibration["temperature"]
+    problem = temperature_problem(temperature)
+    if problem:
+        raise DataValidationError(f"{path}: {CALIBRATION_KEY}.temperature {problem}")
+    return float(temperature)
