@@ -34,14 +34,19 @@ def test_compiled_yaml_is_valid_ir_and_loads_back(pipeline):
         "training": model_steps | {"condition-1"},
         "training-gpu": model_steps | {"condition-1"},
         "retraining": model_steps | {"evaluate-production-op", "register-op", "gate-op", "condition-branches-1"},
+        "distillation": model_steps | {"transformer-logits-op", "train-classical-op", "ensemble-op", "distill-op",
+                                       "compare-models-op", "condition-1"},
     }[pipeline.name]
-    assert spec.pipeline_info.name == {"training": "textclf-training", "training-gpu": "textclf-training-gpu",
-                                       "retraining": "textclf-retraining"}[pipeline.name]
+    assert spec.pipeline_info.name == f"textclf-{pipeline.name}"
     assert set(spec.root.dag.tasks) == expected
     loaded = components.load_component_from_file(str(pipeline.path))
     inputs = loaded.component_spec.inputs
     assert "dataset_uri" in inputs and not inputs["dataset_uri"].optional  # required
-    for name in ("method", "epochs", "batch_size", "learning_rate", "max_train_rows", "seed"):
+    optional = {
+        "distillation": ("teacher_epochs", "student_epochs", "student_layers", "distill_temperature", "distill_alpha",
+                         "ensemble_method", "student_init", "batch_size", "learning_rate", "max_train_rows", "seed"),
+    }.get(pipeline.name, ("method", "epochs", "batch_size", "learning_rate", "max_train_rows", "seed"))
+    for name in optional:
         assert inputs[name].optional, name
     # Nothing machine-specific leaks into the YAML.
     assert "/work/" not in pipeline.path.read_text() and "site-packages" not in pipeline.path.read_text()

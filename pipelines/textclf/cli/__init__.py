@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from textclf.config import TrainConfig, TrainMethod
+from textclf.config import EnsembleMethod, StudentInit, TrainConfig, TrainMethod
 from textclf.errors import TextclfError
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -32,7 +32,8 @@ def default_dataset_uri() -> str:
 
 
 #: Pipeline parameters whose values are an enum's members: the parser offers only those.
-PARAMETER_CHOICES = {"method": [m.value for m in TrainMethod]}
+PARAMETER_CHOICES = {"method": [m.value for m in TrainMethod], "ensemble_method": [m.value for m in EnsembleMethod],
+                     "student_init": [m.value for m in StudentInit]}
 #: How ``textclf run`` differs from the pipeline's defaults, shown in ``--help`` (applied in pipeline_arguments).
 LOCAL_DEFAULTS_HELP = {
     "dataset_uri": "here: $TEXTCLF_DATASET_URI, else ../shared/datasets/ag_news when it exists",
@@ -103,7 +104,7 @@ def pipeline_arguments(args: argparse.Namespace, pipeline_func: Any) -> dict[str
     for name in ("checkpoint_root", "registry_uri"):
         if arguments.get(name):
             is_remote(str(arguments[name]))  # a malformed URI or unknown scheme fails here
-    if arguments["method"] == TrainMethod.QLORA.value:
+    if arguments.get("method") == TrainMethod.QLORA.value:
         from textclf.train import check_hardware
 
         check_hardware(TrainMethod.QLORA)
@@ -150,20 +151,36 @@ def print_run_summary(summary: dict[str, Any], out: Any = None) -> None:
         print(f"{name:<{width}}  {text}", file=out)
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    from textclf.pipelines.local import LocalRunError, run_training_locally
-    from textclf.pipelines.parameters import parameter_specs
+#: ``textclf run --pipeline NAME``: the pipelines that run locally, with the function that runs and summarises one.
+LOCAL_PIPELINES = {"training": "run_training_locally", "distillation": "run_distillation_locally"}
+DEFAULT_LOCAL_PIPELINE = "training"
+
+
+def local_pipeline(name: str) -> Any:
+    """The pipeline function ``textclf run --pipeline name`` runs."""
+    if name == "distillation":
+        from textclf.pipelines.distillation.pipeline import distillation_pipeline
+
+        return distillation_pipeline
     from textclf.pipelines.training.pipeline import training_pipeline
 
-    arguments = pipeline_arguments(args, training_pipeline)
-    specs = parameter_specs(training_pipeline)
+    return training_pipeline
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from textclf.pipelines import local
+    from textclf.pipelines.parameters import parameter_specs
+
+    pipeline_func = local_pipeline(args.pipeline)
+    arguments = pipeline_arguments(args, pipeline_func)
+    specs = parameter_specs(pipeline_func)
     changed = [f"{name}={value}" for name, value in arguments.items()
                if name != "dataset_uri" and (not specs[name].optional or value != specs[name].default)]
-    print(f"{training_pipeline.name} on {arguments['dataset_uri']}\n  parameters set: {', '.join(changed) or 'none'} "
+    print(f"{pipeline_func.name} on {arguments['dataset_uri']}\n  parameters set: {', '.join(changed) or 'none'} "
           f"(the others: the pipeline's defaults)\n  runs: {args.runs_dir.resolve()}", flush=True)
     try:
-        summary = run_training_locally(arguments, args.runs_dir)
-    except LocalRunError as exc:
+        summary = getattr(local, LOCAL_PIPELINES[args.pipeline])(arguments, args.runs_dir)
+    except local.LocalRunError as exc:
         print(f"textclf: error: {exc}", file=sys.stderr)
         return 1
     print_run_summary(summary)
@@ -195,6 +212,30 @@ def cmd_bench_train(args: argparse.Namespace) -> int:
         args.dataset_uri, args.output, args.runs_dir, args.throughput_rows, args.epochs, args.batch_size
     )
     print(json.dumps(result, indent=2))
+    return 0
+
+
+def default_quality_dataset_uri() -> str:
+    """``../shared/datasets/ag_news_64k`` beside the repository or the working directory (the quality targets'
+    data), else the default dataset."""
+    for base in (Path.cwd(), REPO_ROOT):
+        candidate = base.parent / "shared" / "datasets" / "ag_news_64k"
+        if candidate.is_dir():
+            return str(candidate.resolve())
+    return default_dataset_uri()
+
+
+def cmd_bench_quality(args: argparse.Namespace) -> int:
+    from textclf.benchmarks.quality_bench import QualitySettings, markdown, run_quality_benchmark
+
+    settings = QualitySettings(  # bad values fail here, before any work
+        dataset_uri=args.dataset_uri, max_train_rows=args.max_train_rows, teacher_epochs=args.teacher_epochs,
+        student_epochs=args.student_epochs, student_layers=tuple(args.student_layers),
+        distill_temperature=args.distill_temperature, distill_alpha=args.distill_alpha,
+        student_init=args.student_init, ensemble_method=args.ensemble_method,
+    )
+    result = run_quality_benchmark(settings, args.output, args.work_dir)
+    print(markdown(result))
     return 0
 
 
@@ -235,23 +276,26 @@ def cmd_bench_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser(with_pipeline_flags: bool = True) -> argparse.ArgumentParser:
+def build_parser(with_pipeline_flags: bool = True, pipeline: str = DEFAULT_LOCAL_PIPELINE) -> argparse.ArgumentParser:
     """The parser; ``with_pipeline_flags=False`` leaves out ``run``'s pipeline flags, which import the pipeline
-    (kfp and every component: about 2 s), for the other commands."""
+    (kfp and every component: about 2 s), for the other commands; ``pipeline`` is the one whose flags ``run`` gets
+    (``--pipeline``, read from the command line before the parser is built)."""
     parser = argparse.ArgumentParser(prog="textclf", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    run = commands.add_parser("run", help="run the training pipeline locally (kfp.local, no cluster)",
-                              description="Run the training pipeline locally (kfp.local, no cluster); every pipeline "
-                              "parameter is a flag. The console shows the stages, the training progress and the "
-                              "metrics; each task's log is in the run folder (logs/).")
+    run = commands.add_parser("run", help="run a pipeline locally (kfp.local, no cluster); default: training",
+                              description="Run a pipeline locally (kfp.local, no cluster); every parameter of the "
+                              "chosen pipeline is a flag (see `textclf run --pipeline distillation --help`). The "
+                              "console shows the stages, the training progress and the metrics; each task's log is in "
+                              "the run folder (logs/).")
+    run.add_argument("--pipeline", choices=sorted(LOCAL_PIPELINES), default=DEFAULT_LOCAL_PIPELINE,
+                     help="training: one fine-tune (make run); distillation: teacher + TF-IDF -> ensemble -> "
+                     "k-layer student, every model compared (default: training)")
     run.add_argument("--runs-dir", type=Path, default=DEFAULT_RUNS_DIR,
                      help="where local runs, checkpoints and the latest-run pointer go (default: runs/)")
     if with_pipeline_flags:
-        from textclf.pipelines.training.pipeline import training_pipeline
-
-        _add_pipeline_arguments(run, training_pipeline)
+        _add_pipeline_arguments(run, local_pipeline(pipeline))
     run.set_defaults(func=cmd_run)
 
     comp = commands.add_parser("compile", help="compile every pipeline to its committed YAML")
@@ -271,6 +315,27 @@ def build_parser(with_pipeline_flags: bool = True) -> argparse.ArgumentParser:
         "--batch-size", type=int, default=TrainConfig.batch_size, help="batch size of the full-data run"
     )
     bench.set_defaults(func=cmd_bench_train)
+
+    from textclf.config import DistillConfig, EnsembleConfig
+
+    quality = commands.add_parser(
+        "bench-quality", help="every model of the distillation pipeline side by side (hours on 2 cores; resumes)",
+        description="Train the TF-IDF model, a teacher, their ensemble, distilled and labels-only students and the "
+        "1-epoch baseline, score all on the test set, time their INT8 models. Resumes after a kill.")
+    quality.add_argument("--dataset-uri", default=default_quality_dataset_uri())
+    quality.add_argument("--max-train-rows", type=int, default=0, help="0: every row (the pilot: 6000)")
+    quality.add_argument("--teacher-epochs", type=float, default=2.0)
+    quality.add_argument("--student-epochs", type=float, default=2.0)
+    quality.add_argument("--student-layers", type=int, nargs="+", default=[DistillConfig.student_layers])
+    quality.add_argument("--distill-temperature", type=float, default=DistillConfig.temperature)
+    quality.add_argument("--distill-alpha", type=float, default=DistillConfig.alpha)
+    quality.add_argument("--student-init", choices=[m.value for m in StudentInit], default=DistillConfig.init)
+    quality.add_argument("--ensemble-method", choices=[m.value for m in EnsembleMethod], default=EnsembleConfig.method)
+    quality.add_argument("--output", type=Path, default=Path("runs/bench/bench_quality.json"),
+                         help="the JSON; the Markdown table goes beside it (.md)")
+    quality.add_argument("--work-dir", type=Path, default=Path("runs/bench/quality"),
+                         help="models and checkpoints, one folder per settings hash (what a rerun resumes)")
+    quality.set_defaults(func=cmd_bench_quality)
 
     serve = commands.add_parser(
         "serve", allow_abbrev=False,
@@ -307,10 +372,21 @@ def build_parser(with_pipeline_flags: bool = True) -> argparse.ArgumentParser:
     return parser
 
 
+def _chosen_pipeline(argv: list[str]) -> str:
+    """The value of ``--pipeline`` (``--pipeline X`` or ``--pipeline=X``) in ``argv``, if it names a local pipeline
+    (otherwise the parser reports it)."""
+    for index, arg in enumerate(argv):
+        value = arg.split("=", 1)[1] if arg.startswith("--pipeline=") else (
+            argv[index + 1] if arg == "--pipeline" and index + 1 < len(argv) else None)
+        if value in LOCAL_PIPELINES:
+            return value
+    return DEFAULT_LOCAL_PIPELINE
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     command = next((arg for arg in argv if not arg.startswith("-")), None)
-    parser = build_parser(with_pipeline_flags=command == "run")
+    parser = build_parser(with_pipeline_flags=command == "run", pipeline=_chosen_pipeline(argv))
     args, unknown = parser.parse_known_args(argv)
     if getattr(args, "takes_server_flags", False):
         args.serve_args = unknown

@@ -27,6 +27,7 @@ class CompiledPipeline:
         return PIPELINES_DIR / self.relative_path
 
     def function(self) -> Any:
+        from textclf.pipelines.distillation import pipeline as distillation
         from textclf.pipelines.retraining import pipeline as retraining
         from textclf.pipelines.training import pipeline as training
 
@@ -34,6 +35,7 @@ class CompiledPipeline:
             "training": training.training_pipeline,
             "training-gpu": training.training_pipeline_gpu,
             "retraining": retraining.retraining_pipeline,
+            "distillation": distillation.distillation_pipeline,
         }[self.name]
 
 
@@ -41,6 +43,7 @@ PIPELINES = (
     CompiledPipeline("training", "training/training_pipeline.yaml"),
     CompiledPipeline("training-gpu", "training/training_pipeline_gpu.yaml"),
     CompiledPipeline("retraining", "retraining/retraining_pipeline.yaml"),
+    CompiledPipeline("distillation", "distillation/distillation_pipeline.yaml"),
 )
 
 

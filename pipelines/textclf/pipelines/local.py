@@ -344,8 +344,38 @@ def run_training_locally(arguments: Mapping[str, Any], runs_dir: str | Path,
     Raises:
         LocalRunError: A task failed.
     """
-    from textclf.evaluate.evaluate import METRICS_FILE
     from textclf.pipelines.training.pipeline import training_pipeline
+
+    return _run_and_summarise(training_pipeline, arguments, runs_dir, console)
+
+
+def run_distillation_locally(arguments: Mapping[str, Any], runs_dir: str | Path,
+                             console: TextIO | None = None) -> dict[str, Any]:
+    """Run the distillation pipeline locally; summarised like a training run (the student is the run's model, what
+    ``textclf serve`` then serves), plus every model's test row from the compare task under ``comparison``.
+
+    Args, Returns and Raises: as for :func:`run_training_locally`.
+    """
+    from textclf.compare.compare import COMPARISON_FILE
+    from textclf.pipelines.distillation.pipeline import distillation_pipeline
+    from textclf.provenance import read_json
+
+    def comparison(artifacts: Mapping[str, Path]) -> dict[str, Any]:
+        rows = read_json(artifacts["comparison"] / COMPARISON_FILE)["rows"]
+        return {"comparison": {row["name"]: {key: row[key] for key in COMPARISON_SUMMARY_KEYS} for row in rows}}
+
+    return _run_and_summarise(distillation_pipeline, arguments, runs_dir, console, comparison)
+
+
+#: The numbers of each compare row that a distillation run's summary (and ``textclf run``'s table) shows.
+COMPARISON_SUMMARY_KEYS = ("accuracy", "macro_f1", "expected_calibration_error",
+                           "expected_calibration_error_calibrated", "temperature", "size_bytes")
+
+
+def _run_and_summarise(pipeline_func: Any, arguments: Mapping[str, Any], runs_dir: str | Path,
+                       console: TextIO | None, extra_metrics: Any = None) -> dict[str, Any]:
+    """Run a pipeline whose outputs include ``model``, ``evaluation`` and ``onnx_model`` and write its summary."""
+    from textclf.evaluate.evaluate import METRICS_FILE
     from textclf.provenance import read_json, write_json
     from textclf.serving.contract import METADATA_FILE as EXPORT_METADATA_FILE
     from textclf.train.train import METADATA_FILE as MODEL_METADATA_FILE
@@ -357,31 +387,38 @@ def run_training_locally(arguments: Mapping[str, Any], runs_dir: str | Path,
         from textclf.registry import ModelRegistry
 
         known = {row["version"] for row in ModelRegistry(registry_uri).list_versions()}
-    run = run_pipeline_locally(training_pipeline, arguments, runs_dir / "pipeline_root", console)
+    run = run_pipeline_locally(pipeline_func, arguments, runs_dir / "pipeline_root", console)
     artifacts = run.artifacts
     evaluation = read_json(artifacts["evaluation"] / METRICS_FILE)
     export = read_json(artifacts["onnx_model"] / EXPORT_METADATA_FILE)
     training = read_json(artifacts["model"] / MODEL_METADATA_FILE)["training"]
     test = evaluation["test"]
+    metrics = {
+        "test_accuracy": test["accuracy"],
+        "test_macro_f1": test["macro_f1"],
+        "test_rows": test["rows"],
+        "expected_calibration_error": test["expected_calibration_error"],
+        "train_accuracy": evaluation["train_accuracy"],
+        "validation_accuracy": evaluation["validation_accuracy"],
+        "train_validation_gap": evaluation["train_validation_gap"],
+        "overfitting": evaluation["overfitting"],
+        "train_samples_per_second": training["train_samples_per_second"],
+        "train_rows": training["train_rows"],
+        "validation_rows": training["validation_rows"],
+        "resumed_from_checkpoint": training["resumed_from"],
+        "onnx_parity": export["parity"],
+    }
+    if "calibration" in evaluation:
+        metrics["temperature"] = evaluation["calibration"]["temperature"]
+        metrics["expected_calibration_error_calibrated"] = evaluation["calibration"]["test_ece_after"]
+    if extra_metrics is not None:
+        metrics.update(extra_metrics(artifacts))
     summary = {
+        "pipeline": pipeline_func.name,
         "run_dir": str(run.run_dir),
         "pipeline_seconds": run.seconds,
         "arguments": dict(arguments),
-        "metrics": {
-            "test_accuracy": test["accuracy"],
-            "test_macro_f1": test["macro_f1"],
-            "test_rows": test["rows"],
-            "expected_calibration_error": test["expected_calibration_error"],
-            "train_accuracy": evaluation["train_accuracy"],
-            "validation_accuracy": evaluation["validation_accuracy"],
-            "train_validation_gap": evaluation["train_validation_gap"],
-            "overfitting": evaluation["overfitting"],
-            "train_samples_per_second": training["train_samples_per_second"],
-            "train_rows": training["train_rows"],
-            "validation_rows": training["validation_rows"],
-            "resumed_from_checkpoint": training["resumed_from"],
-            "onnx_parity": export["parity"],
-        },
+        "metrics": metrics,
         "artifacts": {name: str(path) for name, path in artifacts.items()},
         "stages": [{"task": s.task, "name": s.name, "seconds": s.seconds, "status": s.status} for s in run.stages],
         "logs_dir": str(run.logs_dir),

@@ -12,11 +12,41 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from textclf.config import ExportConfig, IngestConfig, SplitConfig, TrainConfig, parse_text_columns
+from textclf.config import (
+    DistillConfig,
+    EnsembleConfig,
+    ExportConfig,
+    IngestConfig,
+    SplitConfig,
+    TrainConfig,
+    parse_text_columns,
+)
 from textclf.gate import GateConfig
 
-#: The typed configs whose fields are pipeline parameters of the same name; each validates its values.
-PARAMETER_CONFIGS = (IngestConfig, SplitConfig, TrainConfig, ExportConfig, GateConfig)
+@dataclasses.dataclass(frozen=True)
+class ConfigView:
+    """Which pipeline parameters a typed config validates: its fields by name (``by_name``) and the parameters in
+    ``renamed`` (pipeline parameter -> field), which take precedence."""
+
+    config: type
+    renamed: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    by_name: bool = True
+
+
+#: The typed configs whose fields are pipeline parameters; each validates its values. A config may be checked in
+#: more than one view: the distillation pipeline's teacher and student are both TrainConfigs. DistillConfig and
+#: EnsembleConfig read only their explicitly named parameters (``alpha`` is also the gate's significance level).
+PARAMETER_CONFIGS: tuple[ConfigView, ...] = (
+    ConfigView(IngestConfig),
+    ConfigView(SplitConfig),
+    ConfigView(TrainConfig, {"teacher_epochs": "epochs"}),
+    ConfigView(TrainConfig, {"student_epochs": "epochs", "student_learning_rate": "learning_rate"}),
+    ConfigView(ExportConfig),
+    ConfigView(GateConfig),
+    ConfigView(DistillConfig, {"distill_temperature": "temperature", "distill_alpha": "alpha",
+                               "student_layers": "student_layers", "student_init": "init"}, by_name=False),
+    ConfigView(EnsembleConfig, {"ensemble_method": "method"}, by_name=False),
+)
 
 
 def parameter_specs(pipeline_func: Any) -> dict[str, Any]:
@@ -63,9 +93,12 @@ def pipeline_package(pipeline_func: Any) -> Any:
                            parameters=dict(parameters), sha256="")
 
 
-def _config_values(config: type, values: Mapping[str, Any]) -> dict[str, Any]:
-    """The values of ``config``'s fields among ``values``, in the config's types (as the components build them)."""
-    found = {field.name: values[field.name] for field in dataclasses.fields(config) if field.name in values}
+def _config_values(view: ConfigView, values: Mapping[str, Any]) -> dict[str, Any]:
+    """The values of ``view.config``'s fields among ``values`` (see :class:`ConfigView`), in the config's types (as
+    the components build them)."""
+    fields = {field.name for field in dataclasses.fields(view.config)}
+    found = {name: values[name] for name in fields if name in values} if view.by_name else {}
+    found.update({field: values[name] for name, field in view.renamed.items() if name in values and field in fields})
     if "text_columns" in found:  # a comma-separated string in the pipeline, a tuple in IngestConfig
         found["text_columns"] = parse_text_columns(found["text_columns"])
     if not found.get("base_model", True):  # empty: the packaged model (TrainConfig's default)
@@ -89,8 +122,35 @@ def check_pipeline_arguments(pipeline_func: Any, arguments: Mapping[str, Any]) -
     checked = check_arguments(arguments, pipeline_package(pipeline_func))
     values = {name: spec.default for name, spec in parameter_specs(pipeline_func).items() if spec.optional}
     values.update(checked)
-    for config in PARAMETER_CONFIGS:
-        found = _config_values(config, values)
+    for view in PARAMETER_CONFIGS:
+        found = _config_values(view, values)
         if found:
-            config(**found)  # each config raises ConfigError for a value it refuses
+            view.config(**found)  # each config raises ConfigError for a value it refuses
+    if "student_layers" in values:
+        check_student_layers(str(values.get("base_model") or ""), values["student_layers"])
     return checked
+
+
+def check_student_layers(base_model: str, student_layers: int) -> None:
+    """Fail before any training when a student would keep more encoder layers than the teacher has: the teacher
+    is a fine-tune of ``base_model`` (empty: the packaged model), whose ``config.json`` is read when it is a local
+    directory (a remote one is checked by the distill task itself, before it loads weights).
+
+    Raises:
+        ConfigError: ``student_layers`` outside 1..(the base model's layers), or an unreadable ``config.json``.
+    """
+    from textclf.config import default_base_model
+    from textclf.distill import evenly_spaced_layers
+    from textclf.errors import ConfigError
+    from textclf.provenance import read_json
+    from textclf.storage import is_remote
+
+    base_model = base_model or default_base_model()
+    config_file = Path(base_model) / "config.json"
+    if is_remote(base_model) or not config_file.is_file():
+        return
+    try:
+        layers = int(read_json(config_file)["num_hidden_layers"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ConfigError(f"cannot read num_hidden_layers from {config_file}: {exc!r}") from exc
+    evenly_spaced_layers(layers, student_layers)

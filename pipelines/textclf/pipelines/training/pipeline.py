@@ -60,18 +60,27 @@ def pipeline_parameters(scope: Mapping[str, Any]) -> dict[str, Any]:
 
 def bind(component: Any, parameters: Mapping[str, Any], **wired: Any) -> Any:
     """A task of ``component``: each of its inputs named like a pipeline parameter gets that parameter, the
-    ``wired`` ones (upstream outputs) are passed as given, the rest keep the component's defaults."""
+    ``wired`` ones (upstream outputs, or another parameter for an input of the same name) are passed as given, the
+    rest keep the component's defaults."""
     inputs = component.component_spec.inputs or {}
-    return component(**{name: value for name, value in parameters.items() if name in inputs}, **wired)
+    return component(**{name: value for name, value in parameters.items() if name in inputs and name not in wired},
+                     **wired)
+
+
+def add_data_steps(parameters: Mapping[str, Any]) -> tuple[Any, Any]:
+    """Add ingest -> validate/split to the pipeline being defined; the ingest and split tasks. Every pipeline of
+    this package reads its data this way."""
+    ingest = bind(ingest_op, parameters).set_display_name("ingest")
+    ingest.set_caching_options(False)  # the data behind a URI can change; always re-read it
+    split = bind(validate_split_op, parameters, dataset=ingest.outputs["dataset"]).set_display_name("validate-split")
+    return ingest, split
 
 
 def add_model_steps(train_component: Any, gpu: bool, parameters: Mapping[str, Any]) -> ModelSteps:
     """Add ingest -> validate/split -> train -> evaluate -> export to the pipeline being defined (called inside a
     ``@dsl.pipeline`` function with its :func:`pipeline_parameters`). The components' input names are the pipeline's
     parameter names. Shared by the training and retraining pipelines, so both build a model the same way."""
-    ingest = bind(ingest_op, parameters).set_display_name("ingest")
-    ingest.set_caching_options(False)  # the data behind a URI can change; always re-read it
-    split = bind(validate_split_op, parameters, dataset=ingest.outputs["dataset"]).set_display_name("validate-split")
+    ingest, split = add_data_steps(parameters)
     train = bind(train_component, parameters, splits=split.outputs["splits"]).set_display_name("train")
     train.set_cpu_request("2").set_memory_request("8G").set_memory_limit("16G")
     if gpu:

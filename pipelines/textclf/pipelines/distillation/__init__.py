@@ -1,0 +1,1 @@
+"""The distillation pipeline and its compiled YAML (``distillation_pipeline.yaml``)."""
