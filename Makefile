@@ -15,7 +15,7 @@ PYTEST_ARGS ?=
 # pip prints errors only (its warnings and progress would bury the run's own console); PIP_QUIET= shows them.
 PIP_QUIET ?= --quiet --quiet --disable-pip-version-check
 
-.PHONY: install run serve loop test test-fast compile compile-check bench-train bench-serve bench-drift clean help
+.PHONY: install run serve loop test test-fast compile compile-check bench-train bench-serve bench-drift bench-quality clean help
 
 help:
 	@echo "make run            install if needed, then run the training pipeline locally on AG News"
@@ -26,6 +26,7 @@ help:
 	@echo "make bench-train    training benchmark (JSON in runs/bench/bench_train.json)"
 	@echo "make bench-serve    serving benchmark on the newest local model (JSON in runs/bench/bench_serve.json)"
 	@echo "make bench-drift    drift detection / false-alarm rates and seconds per check (runs/bench/bench_drift.json)"
+	@echo "make bench-quality  teacher, TF-IDF, ensembles, distilled students side by side (runs/bench/bench_quality.json, .md; hours)"
 	@echo "make loop           the closed loop, scripted: train v1, serve, replay traffic, drift, retrain, gate (runs/loop)"
 
 install: $(STAMP)
@@ -73,6 +74,9 @@ bench-serve: install
 
 bench-drift: install
 	$(VENV)/bin/textclf bench-drift --output runs/bench/bench_drift.json
+
+bench-quality: install
+	$(VENV)/bin/textclf bench-quality $(BENCH_QUALITY_ARGS)
 
 clean:
 	rm -rf runs local_outputs .pytest_cache
