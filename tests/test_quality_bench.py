@@ -23,10 +23,19 @@ def test_bad_settings_are_refused_before_any_work(bad):
         QualitySettings(dataset_uri="/data/ag_news_64k", **bad)
 
 
-def test_the_work_directory_key_follows_what_is_trained_not_how_speed_is_timed():
+def test_the_work_directory_is_per_data_and_each_model_is_named_by_what_it_depends_on():
     base = QualitySettings(dataset_uri="/data/ag_news_64k")
-    assert base.key() == QualitySettings(dataset_uri="/data/ag_news_64k", speed_seconds=1.0).key()
-    assert base.key() != QualitySettings(dataset_uri="/data/ag_news_64k", max_train_rows=6000).key()
+    sweep = QualitySettings(dataset_uri="/data/ag_news_64k", distill_temperature=4.0, speed_seconds=1.0)
+    assert base.data_key() == sweep.data_key()  # a sweep reuses the splits, the teacher, TF-IDF and the ensemble
+    assert base.data_key() != QualitySettings(dataset_uri="/data/ag_news_64k", max_train_rows=6000).data_key()
+    before, after = base.model_dirs(), sweep.model_dirs()
+    for shared in ("teacher", "classical", "ensemble", "baseline", student_name(3, False)):
+        assert before[shared] == after[shared], shared
+    assert before[student_name(3, True)] != after[student_name(3, True)]
+    assert "T4" in after[student_name(3, True)] and "e2" in after["teacher"]
+    deeper = QualitySettings(dataset_uri="/data/ag_news_64k", teacher_epochs=3.0).model_dirs()
+    assert deeper["teacher"] != before["teacher"] and deeper["ensemble"] != before["ensemble"]
+    assert deeper[student_name(3, False)] != before[student_name(3, False)]  # initialised from another teacher
 
 
 def test_a_finished_step_is_not_run_again_and_other_settings_start_over(tmp_path):
@@ -37,10 +46,12 @@ def test_a_finished_step_is_not_run_again_and_other_settings_start_over(tmp_path
         calls.append(1)
         return {"value": len(calls)}
 
-    header = {"settings": {"dataset_uri": "a"}}
+    header = {"work_dir": "runs/a", "settings": {"distill_temperature": 2.0}}
     assert Steps(output, header).run("train", step)["value"] == 1
     assert Steps(output, header).run("train", step)["value"] == 1 and len(calls) == 1  # resumed from the JSON
-    assert Steps(output, {"settings": {"dataset_uri": "b"}}).run("train", step)["value"] == 2
+    other_settings = {"work_dir": "runs/a", "settings": {"distill_temperature": 4.0}}
+    assert Steps(output, other_settings).run("train", step)["value"] == 1  # same data: its steps are kept
+    assert Steps(output, {"work_dir": "runs/b", "settings": {}}).run("train", step)["value"] == 2
 
 
 def _row(model, kind, accuracy, ece_after, b32=None):

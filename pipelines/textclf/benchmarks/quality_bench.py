@@ -18,10 +18,12 @@ scores every model on all of its test rows with the compare stage (the only read
    in this one process (ratios between models are what the noise of a shared host leaves intact); the TF-IDF
    model's scikit-learn texts/s the same way.
 
-Each step's result goes into the JSON as soon as it is done and its model directory is kept under ``work_dir``, so
-a killed benchmark resumes at the first unfinished step; training steps also resume from their last checkpoint
-(``checkpoint_root`` under ``work_dir``). The settings are recorded in the JSON; changing one starts a fresh
-``work_dir`` (the settings' hash names it). A Markdown table is written beside the JSON.
+Each step's result goes into the JSON as soon as it is done and its model directory is kept under the work
+directory (one per dataset, row cap, seed and checkpoint interval), so a killed benchmark resumes at the first
+unfinished step; training steps also resume from their last checkpoint (``checkpoints/`` there). Every model's
+directory and step are named by the parameters it depends on (``teacher_e2``, ``student_k3_kd_T2_a0.5_...``), so a
+sweep (``--distill-temperature 4``, ``--student-init base``, ``--student-layers 2 3``) trains only what is new. The
+settings of the last invocation and the table of its models are in the JSON; a Markdown table is written beside it.
 """
 
 from __future__ import annotations
@@ -48,8 +50,9 @@ from textclf.config import (
     SplitConfig,
     TrainConfig,
 )
-from textclf.errors import ConfigError
+from textclf.errors import ConfigError, ParityError
 from textclf.provenance import git_commit, package_versions, read_json, write_json
+from textclf.serving.contract import INT8_ONNX_FILE
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +69,7 @@ TEACHER, CLASSICAL, ENSEMBLE, BASELINE = "teacher", "classical", "ensemble", "ba
 
 @dataclass(frozen=True)
 class QualitySettings:
-    """What the benchmark trains (recorded in the JSON; the hash of these names the work directory)."""
+    """What the benchmark trains (recorded in the JSON)."""
 
     dataset_uri: str
     max_train_rows: int = 0
@@ -95,9 +98,26 @@ class QualitySettings:
         if self.speed_rounds < 1 or self.speed_seconds <= 0:
             raise ConfigError("speed_rounds must be >= 1 and speed_seconds > 0")
 
-    def key(self) -> str:
-        speed_free = {k: v for k, v in asdict(self).items() if not k.startswith("speed_")}
-        return hashlib.sha256(json.dumps(speed_free, sort_keys=True).encode()).hexdigest()[:12]
+    def data_key(self) -> str:
+        """Names the work directory: what the splits depend on. Every model directory inside is named by its own
+        parameters (:meth:`model_dirs`), so a sweep (another T, alpha, init or student size) reuses the teacher,
+        the TF-IDF model and the ensemble instead of training them again."""
+        data = {k: getattr(self, k) for k in ("dataset_uri", "max_train_rows", "seed", "checkpoint_steps")}
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
+
+    def model_dirs(self) -> dict[str, str]:
+        """Table row name -> the directory (and step) name of its model, which spells what that model depends on."""
+        teacher = f"teacher_e{self.teacher_epochs:g}"
+        ensemble = f"ensemble_of_{teacher}"
+        dirs = {BASELINE: f"baseline_e{self.baseline_epochs:g}", TEACHER: teacher, CLASSICAL: CLASSICAL,
+                ENSEMBLE: ensemble}
+        student = f"e{self.student_epochs:g}_lr{self.student_learning_rate:g}_{self.student_init}"
+        for layers in self.student_layers:
+            dirs[student_name(layers, True)] = (
+                f"student_k{layers}_kd_T{self.distill_temperature:g}_a{self.distill_alpha:g}_{student}_"
+                f"{ensemble}_{self.ensemble_method}")
+            dirs[student_name(layers, False)] = f"student_k{layers}_labels_{student}_{teacher}"
+        return dirs
 
     def train_config(self, epochs: float, learning_rate: float = 0.0) -> TrainConfig:
         return TrainConfig(epochs=epochs, learning_rate=learning_rate, checkpoint_steps=self.checkpoint_steps,
@@ -109,14 +129,15 @@ def student_name(layers: int, distilled: bool) -> str:
 
 
 class Steps:
-    """Runs named steps once: a finished step's result is in the JSON, and a rerun skips it."""
+    """Runs named steps once: a finished step's result is in the JSON, and a rerun skips it. Step names spell what
+    the step depends on, so the JSON of one work directory accumulates the steps of every settings run on it."""
 
     def __init__(self, output: Path, header: dict[str, Any]):
         self.output = output
         self.state: dict[str, Any] = read_json(output) if output.is_file() else {}
-        if self.state.get("settings") != header["settings"]:
+        if self.state.get("work_dir") != header.get("work_dir"):
             if self.state:
-                log.warning("%s holds another benchmark's settings; starting over", output)
+                log.warning("%s holds a benchmark on other data; starting over", output)
             self.state = {}
         self.state.update(header)
         self.state.setdefault("steps", {})
@@ -185,12 +206,14 @@ def run_quality_benchmark(settings: QualitySettings, output: Path, work_root: Pa
     from textclf.validate.validate import REPORT_FILE as SPLIT_REPORT_FILE
     from textclf.validate.validate import SPLIT_FILES
 
-    output, work = Path(output), Path(work_root) / settings.key()
+    output, work = Path(output), Path(work_root) / settings.data_key()
     work.mkdir(parents=True, exist_ok=True)
     checkpoints = work / "checkpoints"
+    dirs = settings.model_dirs()
     header = {
         "benchmark": "quality",
         "settings": {**asdict(settings), "student_layers": list(settings.student_layers)},
+        "model_dirs": dirs,
         "work_dir": str(work),
         "targets": TARGETS,
         "host": {"cpus": os.cpu_count(), "machine": platform.machine(), "processor": platform.processor()},
@@ -211,11 +234,11 @@ def run_quality_benchmark(settings: QualitySettings, output: Path, work_root: Pa
     steps.run("data", data)
 
     def classical() -> dict[str, Any]:
-        result = train_classical(splits, ClassicalConfig(seed=settings.seed), work / CLASSICAL,
-                                 work / f"{CLASSICAL}_logits")
+        result = train_classical(splits, ClassicalConfig(seed=settings.seed), work / dirs[CLASSICAL],
+                                 work / f"{dirs[CLASSICAL]}_logits")
         return {"train_seconds": result.summary["fit_seconds"], **result.summary}
 
-    steps.run(CLASSICAL, classical)
+    steps.run(dirs[CLASSICAL], classical)
 
     def transformer(name: str, epochs: float) -> Callable[[], dict[str, Any]]:
         def step() -> dict[str, Any]:
@@ -224,46 +247,52 @@ def run_quality_benchmark(settings: QualitySettings, output: Path, work_root: Pa
             return {"epochs": epochs, "train_seconds": result.summary["train_runtime_seconds"], **_trained(result)}
         return step
 
-    steps.run(TEACHER, transformer(TEACHER, settings.teacher_epochs))
-    steps.run("teacher_logits", lambda: {"rows": write_transformer_logits(work / TEACHER, splits,
-                                                                          work / f"{TEACHER}_logits")})
-    members = {TEACHER: work / f"{TEACHER}_logits", CLASSICAL: work / f"{CLASSICAL}_logits"}
+    teacher_dir, ensemble_dir = dirs[TEACHER], dirs[ENSEMBLE]
+    steps.run(teacher_dir, transformer(teacher_dir, settings.teacher_epochs))
+    steps.run(f"{teacher_dir}_logits", lambda: {"rows": write_transformer_logits(
+        work / teacher_dir, splits, work / f"{teacher_dir}_logits")})
+    # Member names (what the ensemble and the compare stage call them) -> their logits directories.
+    members = {TEACHER: work / f"{teacher_dir}_logits", CLASSICAL: work / f"{dirs[CLASSICAL]}_logits"}
 
     def ensemble() -> dict[str, Any]:
-        fitted = fit_ensemble_dirs(members, EnsembleConfig(method=settings.ensemble_method, seed=settings.seed),
-                                   work / ENSEMBLE)
-        write_ensemble_logits(work / ENSEMBLE, members, work / f"{ENSEMBLE}_logits", method=settings.ensemble_method)
+        fitted = fit_ensemble_dirs(members, EnsembleConfig(seed=settings.seed), work / ensemble_dir)
         return {"weights": dict(zip(fitted.members, map(float, fitted.weights), strict=True)),
                 "summary": fitted.summary}
 
-    steps.run(ENSEMBLE, ensemble)
+    steps.run(ensemble_dir, ensemble)
+    teacher_logits = work / f"{ensemble_dir}_{settings.ensemble_method}_logits"
+    steps.run(teacher_logits.name, lambda: {"dir": str(write_ensemble_logits(
+        work / ensemble_dir, members, teacher_logits, method=settings.ensemble_method))})
 
-    def score(names: list[str], output_name: str) -> Callable[[], dict[str, Any]]:
+    def score(rows: list[str]) -> tuple[str, Callable[[], dict[str, Any]]]:
+        """The compare step of these transformer rows plus the TF-IDF model and the ensemble."""
+        chosen = {row: dirs[row] for row in [*rows, CLASSICAL, ENSEMBLE]}
+        name = "compare_" + hashlib.sha256(json.dumps(chosen, sort_keys=True).encode()).hexdigest()[:10]
+
         def step() -> dict[str, Any]:
-            models = [ModelToScore(name, ModelKind.TRANSFORMER, work / name) for name in names]
-            models += [ModelToScore(CLASSICAL, ModelKind.CLASSICAL, work / CLASSICAL),
-                       ModelToScore(ENSEMBLE, ModelKind.ENSEMBLE, work / ENSEMBLE)]
-            result = compare_models(splits, models, EvaluateConfig(), work / output_name)
-            return {"rows": {row.name: asdict(row) for row in result.rows},
+            kinds = {CLASSICAL: ModelKind.CLASSICAL, ENSEMBLE: ModelKind.ENSEMBLE}
+            models = [ModelToScore(row, kinds.get(row, ModelKind.TRANSFORMER), work / directory)
+                      for row, directory in chosen.items()]
+            result = compare_models(splits, models, EvaluateConfig(), work / name)
+            return {"models": chosen, "rows": {row.name: asdict(row) for row in result.rows},
                     "test_set_sha256": result.test_set_sha256}
-        return step
+        return name, step
 
     # Scored now as well as at the end, so a long run shows the ensemble's numbers hours before the students'.
-    steps.run("compare_ensemble", score([TEACHER], "comparison_ensemble"))
+    steps.run(*score([TEACHER]))
 
-    students = []
+    students = [student_name(layers, distilled) for layers in settings.student_layers for distilled in (True, False)]
     for layers in settings.student_layers:
         for distilled in (True, False):
-            name = student_name(layers, distilled)
-            students.append(name)
+            name = dirs[student_name(layers, distilled)]
             distill = DistillConfig(temperature=settings.distill_temperature,
                                     alpha=settings.distill_alpha if distilled else 1.0, student_layers=layers,
                                     init=settings.student_init)
 
             def step(name: str = name, distill: DistillConfig = distill) -> dict[str, Any]:
-                source = work / TEACHER if distill.init == "teacher" else TrainConfig().base_model
+                source = work / teacher_dir if distill.init == "teacher" else TrainConfig().base_model
                 result = distill_student(
-                    splits, work / f"{ENSEMBLE}_logits" if distill.alpha < 1 else None, source, distill,
+                    splits, teacher_logits if distill.alpha < 1 else None, source, distill,
                     settings.train_config(settings.student_epochs, settings.student_learning_rate), work / name,
                     checkpoint_root=checkpoints, progress=False,
                 )
@@ -271,58 +300,73 @@ def run_quality_benchmark(settings: QualitySettings, output: Path, work_root: Pa
                         "train_seconds": result.summary["train_runtime_seconds"], **_trained(result)}
 
             steps.run(name, step)
-    steps.run(BASELINE, transformer(BASELINE, settings.baseline_epochs))
+    steps.run(dirs[BASELINE], transformer(dirs[BASELINE], settings.baseline_epochs))
 
     transformers = [BASELINE, TEACHER, *students]
-
-    comparison = steps.run("compare", score(transformers, "comparison"))["rows"]
+    compare_step, compare_run = score(transformers)
+    comparison = steps.run(compare_step, compare_run)["rows"]
 
     test = pd.read_parquet(splits / SPLIT_FILES["test"])
     parity = work / PARITY_TEXTS_FILE
     if not parity.is_file():
         test.sample(n=min(PARITY_TEXTS, len(test)), random_state=0)[["text"]].to_parquet(parity, index=False)
-    for name in transformers:
-        steps.run(f"export_{name}", lambda name=name: export_model(
-            work / name, parity, ExportConfig(), work / f"{name}_onnx",
-            temperature=comparison[name]["temperature"]).parity)
+    def export(row: str) -> dict[str, Any]:
+        try:
+            return export_model(work / dirs[row], parity, ExportConfig(), work / f"{dirs[row]}_onnx",
+                                temperature=comparison[row]["temperature"]).parity
+        except ParityError as exc:  # a result, not a crash: the model has no INT8 bundle to time
+            log.warning("%s: %s", row, exc)
+            return {"passed": False, "error": str(exc)}
+
+    for row in transformers:
+        steps.run(f"export_{dirs[row]}", lambda row=row: export(row))
+    exported = [row for row in transformers if (work / f"{dirs[row]}_onnx").is_dir()]
 
     def speed() -> dict[str, Any]:
         from textclf.benchmarks.serve_bench import measure_model_alone
 
         texts = test["text"].tolist()[:SPEED_TEXTS]
-        rounds: dict[str, list[dict[str, float]]] = {name: [] for name in [*transformers, CLASSICAL]}
+        rounds: dict[str, list[dict[str, float]]] = {row: [] for row in [*exported, CLASSICAL]}
         for _ in range(settings.speed_rounds):  # interleaved, so drift of a shared host hits every model alike
-            for name in transformers:
-                rounds[name].append(measure_model_alone(work / f"{name}_onnx", texts, "int8", settings.speed_seconds))
-            rounds[CLASSICAL].append(_classical_speed(work / CLASSICAL, texts, settings.speed_seconds))
-        medians = {name: {key: statistics.median(r[key] for r in runs) for key in ("single_texts_per_s",
-                                                                                   "batch32_texts_per_s")}
-                   for name, runs in rounds.items()}
-        return {"texts": len(texts), "rounds": rounds, "median": medians}
+            for row in exported:
+                rounds[row].append(measure_model_alone(work / f"{dirs[row]}_onnx", texts, "int8",
+                                                       settings.speed_seconds))
+            rounds[CLASSICAL].append(_classical_speed(work / dirs[CLASSICAL], texts, settings.speed_seconds))
+        medians = {row: {key: statistics.median(r[key] for r in runs) for key in ("single_texts_per_s",
+                                                                                  "batch32_texts_per_s")}
+                   for row, runs in rounds.items()}
+        return {"texts": len(texts), "models": {row: dirs[row] for row in rounds}, "rounds": rounds,
+                "median": medians}
 
-    measured = steps.run("speed", speed)
-    steps.state["table"] = table_rows(steps.state, transformers, students)
+    speed_key = json.dumps([sorted(dirs.items()), exported, settings.speed_seconds, settings.speed_rounds])
+    measured = steps.run("speed_" + hashlib.sha256(speed_key.encode()).hexdigest()[:10], speed)
+    steps.state["table"] = table_rows(steps.state, comparison, measured["median"], dirs)
     steps.state["verdict"] = verdict(steps.state["table"], settings, students)
     steps.save()
     output.with_suffix(".md").write_text(markdown(steps.state), encoding="utf-8")
-    del measured
     return steps.state
 
 
-def table_rows(state: dict[str, Any], transformers: list[str], students: list[str]) -> list[dict[str, Any]]:
-    """One row per model: quality (compare), training time, INT8 speed (median of the rounds), size."""
-    done = state["steps"]
-    comparison, speed = done["compare"]["rows"], done["speed"]["median"]
+def table_rows(state: dict[str, Any], comparison: dict[str, Any], speed: dict[str, Any], dirs: dict[str, str]
+               ) -> list[dict[str, Any]]:
+    """One row per model: quality (compare), training time, INT8 speed (median of the rounds), size (a transformer:
+    its INT8 ONNX file, what the server loads; TF-IDF: its model directory; an ensemble: itself and its members'
+    directories)."""
+    done, work = state["steps"], Path(state["work_dir"])
     rows = []
     for name, row in comparison.items():
         source = row["model"]
-        trained = done.get(source, {})
         speed_of = speed.get(source) if row["kind"] != "ensemble" else None
-        work = Path(state["work_dir"])
-        size = (_size(work / f"{source}_onnx") if source in transformers and (work / f"{source}_onnx").is_dir()
-                else row["total_size_bytes"])
+        int8_model = work / f"{dirs[source]}_onnx" / INT8_ONNX_FILE
+        size = int8_model.stat().st_size if row["kind"] == "transformer" and int8_model.is_file() else row[
+            "total_size_bytes"]
+        if row["kind"] == "ensemble":
+            train_seconds = sum(done[dirs[m]].get("train_seconds", 0.0) for m in row["members"])
+        else:
+            train_seconds = done[dirs[source]].get("train_seconds")
         rows.append({
             "model": name,
+            "dir": dirs[source],
             "kind": row["kind"],
             "encoder_layers": row["encoder_layers"],
             "test_accuracy": row["accuracy"],
@@ -330,8 +374,7 @@ def table_rows(state: dict[str, Any], transformers: list[str], students: list[st
             "ece_before": row["expected_calibration_error"],
             "ece_after": row["expected_calibration_error_calibrated"],
             "temperature": row["temperature"],
-            "train_seconds": (sum(done[m].get("train_seconds", 0.0) for m in row["members"]
-                                  if m in done) if row["kind"] == "ensemble" else trained.get("train_seconds")),
+            "train_seconds": train_seconds,
             "int8_texts_per_s_batch1": speed_of["single_texts_per_s"] if speed_of else None,
             "int8_texts_per_s_batch32": speed_of["batch32_texts_per_s"] if speed_of else None,
             "size_bytes": size,
@@ -347,7 +390,8 @@ def verdict(rows: list[dict[str, Any]], settings: QualitySettings, students: lis
     best_ensemble = max(ensembles, key=lambda row: row["test_accuracy"])
     kd = by_name.get(student_name(3, True))
     teacher = by_name[TEACHER]
-    speedup = (kd["int8_texts_per_s_batch32"] / teacher["int8_texts_per_s_batch32"]) if kd else None
+    timed = kd and kd["int8_texts_per_s_batch32"] and teacher["int8_texts_per_s_batch32"]
+    speedup = kd["int8_texts_per_s_batch32"] / teacher["int8_texts_per_s_batch32"] if timed else None
     served = [row for row in rows if row["kind"] != "ensemble"]
     worst_ece = max(row["ece_after"] for row in served)
     return {
