@@ -17,7 +17,8 @@ from textclf.errors import ConfigError
 
 
 @pytest.mark.parametrize("bad", [{"teacher_epochs": 1.0}, {"distill_alpha": 1.5}, {"distill_temperature": 0.0},
-                                 {"student_layers": (0,)}, {"ensemble_method": "median"}, {"speed_rounds": 0}])
+                                 {"student_layers": (0,)}, {"ensemble_method": "median"}, {"speed_rounds": 0},
+                                 {"extra_teacher_seeds": (42,)}, {"extra_teacher_seeds": (7, 7)}])
 def test_bad_settings_are_refused_before_any_work(bad):
     with pytest.raises(ConfigError):
         QualitySettings(dataset_uri="/data/ag_news_64k", **bad)
@@ -36,6 +37,9 @@ def test_the_work_directory_is_per_data_and_each_model_is_named_by_what_it_depen
     deeper = QualitySettings(dataset_uri="/data/ag_news_64k", teacher_epochs=3.0).model_dirs()
     assert deeper["teacher"] != before["teacher"] and deeper["ensemble"] != before["ensemble"]
     assert deeper[student_name(3, False)] != before[student_name(3, False)]  # initialised from another teacher
+    seeds = QualitySettings(dataset_uri="/data/ag_news_64k", extra_teacher_seeds=(7,)).model_dirs()
+    assert seeds["teacher_s7"] == "teacher_e2_s7" and seeds["teacher"] == before["teacher"]
+    assert seeds["ensemble"] != before["ensemble"] and seeds[student_name(3, False)] == before[student_name(3, False)]
 
 
 def test_a_finished_step_is_not_run_again_and_other_settings_start_over(tmp_path):

@@ -6,8 +6,8 @@ scores every model on all of its test rows with the compare stage (the only read
 1. ingest -> validate/split (``max_train_rows`` 0: every training row; the pilot passes 6,000);
 2. TF-IDF linear model (the classical stage);
 3. teacher: MiniLM-L6 fine-tuned ``teacher_epochs`` (>= 2) epochs; its train and validation logits;
-4. ensemble of teacher + TF-IDF, vote and stack fitted on validation; its (``ensemble_method``) logits on the train
-   rows are the students' teacher signal;
+4. ensemble of teacher + TF-IDF (+ the same teacher recipe with each of ``extra_teacher_seeds``), vote and stack
+   fitted on validation; its (``ensemble_method``) logits on the train rows are the students' teacher signal;
 5. students, each ``student_layers`` of the teacher's layers: distilled (``alpha``, ``temperature``) and trained
    on the labels only (``alpha = 1``, same everything else): their difference is the value of distillation;
 6. baseline: MiniLM-L6 fine-tuned 1 epoch (today's ``make run`` recipe on this data);
@@ -74,6 +74,7 @@ class QualitySettings:
     dataset_uri: str
     max_train_rows: int = 0
     teacher_epochs: float = 2.0
+    extra_teacher_seeds: tuple[int, ...] = ()
     baseline_epochs: float = 1.0
     student_epochs: float = 2.0
     student_layers: tuple[int, ...] = (3,)
@@ -95,6 +96,9 @@ class QualitySettings:
         EnsembleConfig(method=self.ensemble_method)
         for layers in self.student_layers:
             DistillConfig(student_layers=layers)
+        seeds = [self.seed, *self.extra_teacher_seeds]
+        if len(set(seeds)) != len(seeds):
+            raise ConfigError(f"extra_teacher_seeds must differ from each other and from seed {self.seed}: {seeds}")
         if self.speed_rounds < 1 or self.speed_seconds <= 0:
             raise ConfigError("speed_rounds must be >= 1 and speed_seconds > 0")
 
@@ -108,9 +112,10 @@ class QualitySettings:
     def model_dirs(self) -> dict[str, str]:
         """Table row name -> the directory (and step) name of its model, which spells what that model depends on."""
         teacher = f"teacher_e{self.teacher_epochs:g}"
-        ensemble = f"ensemble_of_{teacher}"
+        ensemble = f"ensemble_of_{teacher}" + "".join(f"_s{seed}" for seed in self.extra_teacher_seeds)
         dirs = {BASELINE: f"baseline_e{self.baseline_epochs:g}", TEACHER: teacher, CLASSICAL: CLASSICAL,
                 ENSEMBLE: ensemble}
+        dirs.update({extra_teacher_name(seed): f"{teacher}_s{seed}" for seed in self.extra_teacher_seeds})
         student = f"e{self.student_epochs:g}_lr{self.student_learning_rate:g}_{self.student_init}"
         for layers in self.student_layers:
             dirs[student_name(layers, True)] = (
@@ -119,9 +124,14 @@ class QualitySettings:
             dirs[student_name(layers, False)] = f"student_k{layers}_labels_{student}_{teacher}"
         return dirs
 
-    def train_config(self, epochs: float, learning_rate: float = 0.0) -> TrainConfig:
+    def train_config(self, epochs: float, learning_rate: float = 0.0, seed: int | None = None) -> TrainConfig:
         return TrainConfig(epochs=epochs, learning_rate=learning_rate, checkpoint_steps=self.checkpoint_steps,
-                           seed=self.seed)
+                           seed=self.seed if seed is None else seed)
+
+
+def extra_teacher_name(seed: int) -> str:
+    """Row (and ensemble member) name of a further teacher, the same recipe with another seed."""
+    return f"{TEACHER}_s{seed}"
 
 
 def student_name(layers: int, distilled: bool) -> str:
@@ -240,19 +250,22 @@ def run_quality_benchmark(settings: QualitySettings, output: Path, work_root: Pa
 
     steps.run(dirs[CLASSICAL], classical)
 
-    def transformer(name: str, epochs: float) -> Callable[[], dict[str, Any]]:
+    def transformer(name: str, epochs: float, seed: int | None = None) -> Callable[[], dict[str, Any]]:
         def step() -> dict[str, Any]:
-            result = train_model(splits, settings.train_config(epochs), work / name, checkpoint_root=checkpoints,
-                                 progress=False)
-            return {"epochs": epochs, "train_seconds": result.summary["train_runtime_seconds"], **_trained(result)}
+            result = train_model(splits, settings.train_config(epochs, seed=seed), work / name,
+                                 checkpoint_root=checkpoints, progress=False)
+            return {"epochs": epochs, "seed": settings.seed if seed is None else seed,
+                    "train_seconds": result.summary["train_runtime_seconds"], **_trained(result)}
         return step
 
     teacher_dir, ensemble_dir = dirs[TEACHER], dirs[ENSEMBLE]
-    steps.run(teacher_dir, transformer(teacher_dir, settings.teacher_epochs))
-    steps.run(f"{teacher_dir}_logits", lambda: {"rows": write_transformer_logits(
-        work / teacher_dir, splits, work / f"{teacher_dir}_logits")})
+    teachers = [TEACHER, *(extra_teacher_name(seed) for seed in settings.extra_teacher_seeds)]
+    for row, seed in zip(teachers, [None, *settings.extra_teacher_seeds], strict=True):
+        steps.run(dirs[row], transformer(dirs[row], settings.teacher_epochs, seed))
+        steps.run(f"{dirs[row]}_logits", lambda row=row: {"rows": write_transformer_logits(
+            work / dirs[row], splits, work / f"{dirs[row]}_logits")})
     # Member names (what the ensemble and the compare stage call them) -> their logits directories.
-    members = {TEACHER: work / f"{teacher_dir}_logits", CLASSICAL: work / f"{dirs[CLASSICAL]}_logits"}
+    members = {row: work / f"{dirs[row]}_logits" for row in [*teachers, CLASSICAL]}
 
     def ensemble() -> dict[str, Any]:
         fitted = fit_ensemble_dirs(members, EnsembleConfig(seed=settings.seed), work / ensemble_dir)
@@ -279,7 +292,7 @@ def run_quality_benchmark(settings: QualitySettings, output: Path, work_root: Pa
         return name, step
 
     # Scored now as well as at the end, so a long run shows the ensemble's numbers hours before the students'.
-    steps.run(*score([TEACHER]))
+    steps.run(*score(teachers))
 
     students = [student_name(layers, distilled) for layers in settings.student_layers for distilled in (True, False)]
     for layers in settings.student_layers:
@@ -302,7 +315,7 @@ def run_quality_benchmark(settings: QualitySettings, output: Path, work_root: Pa
             steps.run(name, step)
     steps.run(dirs[BASELINE], transformer(dirs[BASELINE], settings.baseline_epochs))
 
-    transformers = [BASELINE, TEACHER, *students]
+    transformers = [BASELINE, *teachers, *students]
     compare_step, compare_run = score(transformers)
     comparison = steps.run(compare_step, compare_run)["rows"]
 

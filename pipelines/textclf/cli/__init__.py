@@ -230,6 +230,7 @@ def cmd_bench_quality(args: argparse.Namespace) -> int:
 
     settings = QualitySettings(  # bad values fail here, before any work
         dataset_uri=args.dataset_uri, max_train_rows=args.max_train_rows, teacher_epochs=args.teacher_epochs,
+        extra_teacher_seeds=tuple(args.extra_teacher_seeds),
         student_epochs=args.student_epochs, student_layers=tuple(args.student_layers),
         distill_temperature=args.distill_temperature, distill_alpha=args.distill_alpha,
         student_init=args.student_init, ensemble_method=args.ensemble_method,
@@ -325,6 +326,8 @@ def build_parser(with_pipeline_flags: bool = True, pipeline: str = DEFAULT_LOCAL
     quality.add_argument("--dataset-uri", default=default_quality_dataset_uri())
     quality.add_argument("--max-train-rows", type=int, default=0, help="0: every row (the pilot: 6000)")
     quality.add_argument("--teacher-epochs", type=float, default=2.0)
+    quality.add_argument("--extra-teacher-seeds", type=int, nargs="*", default=[],
+                         help="more ensemble members: the teacher's recipe with these seeds")
     quality.add_argument("--student-epochs", type=float, default=2.0)
     quality.add_argument("--student-layers", type=int, nargs="+", default=[DistillConfig.student_layers])
     quality.add_argument("--distill-temperature", type=float, default=DistillConfig.temperature)
