@@ -77,7 +77,7 @@ def rows():
 
 
 def test_verdict_on_the_target_data(rows):
-    found = verdict(rows, QualitySettings(dataset_uri="/data/ag_news_64k"), [])
+    found = verdict(rows, QualitySettings(dataset_uri="/data/ag_news_64k"))
     assert found["best_ensemble"] == "ensemble_vote" and found["on_target_data"]
     assert found["student_k3_int8_batch32_speedup_vs_teacher"] == pytest.approx(520 / 280)
     assert found["distillation_gain_k3"] == pytest.approx(0.005)
@@ -88,13 +88,13 @@ def test_verdict_on_the_target_data(rows):
 def test_a_pilot_or_other_data_never_meets_the_targets(rows):
     for settings in (QualitySettings(dataset_uri="/data/ag_news_64k", max_train_rows=6000),
                      QualitySettings(dataset_uri="/data/ag_news")):
-        found = verdict(rows, settings, [])
+        found = verdict(rows, settings)
         assert not found["on_target_data"] and not any(found["meets"].values())
 
 
 def test_a_short_target_is_reported_as_short(rows):
     rows[4]["test_accuracy"] = TARGETS["student_accuracy"] - 0.001
-    assert not verdict(rows, QualitySettings(dataset_uri="/data/ag_news_64k"), [])["meets"]["student_accuracy"]
+    assert not verdict(rows, QualitySettings(dataset_uri="/data/ag_news_64k"))["meets"]["student_accuracy"]
 
 
 def test_markdown_has_one_row_per_model(rows):

@@ -176,23 +176,12 @@ def _trained(result: Any) -> dict[str, Any]:
 
 
 def _classical_speed(model_dir: Path, texts: list[str], seconds: float) -> dict[str, float]:
+    """The TF-IDF model's texts/s, timed as the transformers are (scikit-learn, no server)."""
+    from textclf.benchmarks.serve_bench import texts_per_second
     from textclf.classical.classical import classical_logits, load_classical_model
 
     model = load_classical_model(model_dir)
-
-    def rate(batch: int) -> float:
-        done, started, start = 0, time.perf_counter(), 0
-        while time.perf_counter() - started < seconds:
-            classical_logits(model, texts[start:start + batch])
-            done += batch
-            start = (start + batch) % (len(texts) - batch + 1)
-        return done / (time.perf_counter() - started)
-
-    return {"single_texts_per_s": rate(1), "batch32_texts_per_s": rate(32)}
-
-
-def _size(path: Path) -> int:
-    return sum(file.stat().st_size for file in Path(path).rglob("*") if file.is_file())
+    return texts_per_second(lambda batch: classical_logits(model, batch), texts, seconds)
 
 
 def run_quality_benchmark(settings: QualitySettings, output: Path, work_root: Path) -> dict[str, Any]:
@@ -354,7 +343,7 @@ def run_quality_benchmark(settings: QualitySettings, output: Path, work_root: Pa
     speed_key = json.dumps([sorted(dirs.items()), exported, settings.speed_seconds, settings.speed_rounds])
     measured = steps.run("speed_" + hashlib.sha256(speed_key.encode()).hexdigest()[:10], speed)
     steps.state["table"] = table_rows(steps.state, comparison, measured["median"], dirs)
-    steps.state["verdict"] = verdict(steps.state["table"], settings, students)
+    steps.state["verdict"] = verdict(steps.state["table"], settings)
     steps.save()
     output.with_suffix(".md").write_text(markdown(steps.state), encoding="utf-8")
     return steps.state
@@ -395,7 +384,7 @@ def table_rows(state: dict[str, Any], comparison: dict[str, Any], speed: dict[st
     return rows
 
 
-def verdict(rows: list[dict[str, Any]], settings: QualitySettings, students: list[str]) -> dict[str, Any]:
+def verdict(rows: list[dict[str, Any]], settings: QualitySettings) -> dict[str, Any]:
     """The targets against this run's rows (only a run on ``ag_news_64k`` can meet them)."""
     by_name = {row["model"]: row for row in rows}
     on_target_data = Path(settings.dataset_uri.rstrip("/")).name == TARGET_DATASET and not settings.max_train_rows

@@ -237,12 +237,23 @@ def measure_model_alone(onnx_dir: Path, texts: list[str], precision: str, second
         ServingConfig.warmup_batches,
     )
 
+    return texts_per_second(classifier.probabilities, texts, seconds)
+
+
+def texts_per_second(predict: Any, texts: list[str], seconds: float) -> dict[str, float]:
+    """Texts/s of ``predict`` (a callable on a list of texts) one text at a time, then on windows of 32 consecutive
+    texts as the micro-batcher sees them, each for ``seconds``.
+
+    Returns:
+        ``single_text_ms`` (mean latency of one text), ``single_texts_per_s`` and ``batch32_texts_per_s``.
+    """
+
     def rate(batch: int) -> float:
         done, started = 0, time.perf_counter()
         windows = itertools.cycle(range(0, len(texts) - batch + 1, batch))
         while time.perf_counter() - started < seconds:
             start = next(windows)
-            classifier.probabilities(texts[start : start + batch])
+            predict(texts[start : start + batch])
             done += batch
         return done / (time.perf_counter() - started)
 
