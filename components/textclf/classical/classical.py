@@ -36,7 +36,7 @@ from textclf.provenance import atomic_directory, git_commit, package_versions, r
 from textclf.serving.contract import LABELS_FILE
 from textclf.text import NORMALISATION_VERSION, normalise_text
 from textclf.validate.validate import REPORT_FILE as SPLIT_REPORT_FILE
-from textclf.validate.validate import SPLIT_FILES
+from textclf.validate.validate import SPLIT_FILES, read_split
 
 log = logging.getLogger(__name__)
 
@@ -163,26 +163,6 @@ def logits_frame(frame: pd.DataFrame, logits: np.ndarray, labels: list[str]) -> 
     return pd.DataFrame(columns)
 
 
-def _read_split(split_dir: Path, split: str) -> pd.DataFrame:
-    if split not in SPLIT_FILES:
-        raise DataValidationError(f"unknown split {split!r}: the validate stage writes {list(SPLIT_FILES)}")
-    path = split_dir / SPLIT_FILES[split]
-    if not path.is_file():
-        raise DataValidationError(f"{path} not found; is {split_dir} the validate stage's output?")
-    frame = pd.read_parquet(path, columns=["row", "text", "label"])
-    if frame.empty:
-        raise DataValidationError(f"{path}: no rows")
-    return frame
-
-
-def _label_ids(frame: pd.DataFrame, labels: list[str], source: str) -> np.ndarray:
-    label_to_id = {label: i for i, label in enumerate(labels)}
-    unknown = sorted(set(frame["label"]) - set(label_to_id))
-    if unknown:
-        raise DataValidationError(f"{source}: labels {unknown} are not in the label map {labels}")
-    return frame["label"].map(label_to_id).to_numpy()
-
-
 def split_logits(model: Any, split_dir: str | Path, split: str) -> pd.DataFrame:
     """The logits artifact (:func:`logits_frame`) of a fitted classical model on one split of the validate stage.
 
@@ -199,8 +179,7 @@ def split_logits(model: Any, split_dir: str | Path, split: str) -> pd.DataFrame:
     """
     split_dir = Path(split_dir)
     labels: list[str] = read_json(split_dir / LABELS_FILE)["labels"]
-    frame = _read_split(split_dir, split)
-    _label_ids(frame, labels, str(split_dir / SPLIT_FILES[split]))
+    frame, _ = read_split(split_dir, split, labels)
     return logits_frame(frame, classical_logits(model, frame["text"].tolist()), labels)
 
 
@@ -231,10 +210,8 @@ def train_classical(
     split_dir = Path(split_dir)
     labels: list[str] = read_json(split_dir / LABELS_FILE)["labels"]
     split_report = read_json(split_dir / SPLIT_REPORT_FILE)
-    train = _read_split(split_dir, "train")
-    validation = _read_split(split_dir, "validation")
-    train_ids = _label_ids(train, labels, str(split_dir / SPLIT_FILES["train"]))
-    validation_ids = _label_ids(validation, labels, str(split_dir / SPLIT_FILES["validation"]))
+    train, train_ids = read_split(split_dir, "train", labels)
+    validation, validation_ids = read_split(split_dir, "validation", labels)
     missing = [label for i, label in enumerate(labels) if not (train_ids == i).any()]
     if missing:
         raise DataValidationError(f"{split_dir / SPLIT_FILES['train']}: no training rows for classes {missing}")

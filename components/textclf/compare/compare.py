@@ -57,7 +57,7 @@ from textclf.provenance import atomic_directory, read_json, write_json
 from textclf.serving.contract import LABELS_FILE, TOKENIZER_FILE
 from textclf.train.train import METADATA_FILE as TRANSFORMER_METADATA_FILE
 from textclf.validate.validate import REPORT_FILE as SPLIT_REPORT_FILE
-from textclf.validate.validate import SPLIT_FILES
+from textclf.validate.validate import SPLIT_FILES, read_split
 
 log = logging.getLogger(__name__)
 
@@ -314,18 +314,6 @@ def _encoder_layers(model_dir: Path) -> int | None:
     return int(value) if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-def _read_split(split_dir: Path, split: str, labels: list[str]) -> tuple[pd.DataFrame, np.ndarray]:
-    path = split_dir / SPLIT_FILES[split]
-    frame = pd.read_parquet(path, columns=["row", "text", "label"])
-    if frame.empty:
-        raise DataValidationError(f"{path}: no rows")
-    label_to_id = {label: i for i, label in enumerate(labels)}
-    unknown = sorted(set(frame["label"]) - set(label_to_id))
-    if unknown:
-        raise DataValidationError(f"{path}: labels {unknown} are not in the label map {labels}")
-    return frame, frame["label"].map(label_to_id).to_numpy(dtype=np.int64)
-
-
 def _logits_of(frame: pd.DataFrame, labels: list[str]) -> np.ndarray:
     return frame[[f"logit_{label}" for label in labels]].to_numpy(dtype=np.float64)
 
@@ -455,7 +443,7 @@ def compare_models(
     split_dir, out, labels = Path(split_dir), Path(output_dir), checked.labels
     splits, label_ids = {}, {}
     for split in SCORED_SPLITS:
-        splits[split], label_ids[split] = _read_split(split_dir, split, labels)
+        splits[split], label_ids[split] = read_split(split_dir, split, labels)
 
     frames = {model.name: _score_member(model, split_dir, splits, labels, config)
               for model in models if model.kind is not ModelKind.ENSEMBLE}

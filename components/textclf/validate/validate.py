@@ -32,6 +32,30 @@ GARBLED_CHAR_SHARE = 0.1
 EXAMPLES = 5
 #: Output file of each split; the train, evaluate and drift-reference stages read them.
 SPLIT_FILES = {split: f"{split}.parquet" for split in ("train", "validation", "test")}
+
+
+def read_split(split_dir: str | Path, split: str, labels: list[str]) -> tuple[pd.DataFrame, Any]:
+    """One split of this stage's output as the later stages read it: its ``row``, ``text`` and ``label`` columns
+    and the label ids (int64, index into ``labels``).
+
+    Raises:
+        DataValidationError: Unknown split, a missing or empty split file, or labels outside ``labels``.
+    """
+    import numpy as np
+
+    if split not in SPLIT_FILES:
+        raise DataValidationError(f"unknown split {split!r}: the validate stage writes {list(SPLIT_FILES)}")
+    path = Path(split_dir) / SPLIT_FILES[split]
+    if not path.is_file():
+        raise DataValidationError(f"{path} not found; is {split_dir} the validate stage's output?")
+    frame = pd.read_parquet(path, columns=["row", "text", "label"])
+    if frame.empty:
+        raise DataValidationError(f"{path}: no rows")
+    label_to_id = {label: i for i, label in enumerate(labels)}
+    unknown = sorted(set(frame["label"]) - set(label_to_id))
+    if unknown:
+        raise DataValidationError(f"{path}: labels {unknown} are not in the label map {labels}")
+    return frame, frame["label"].map(label_to_id).to_numpy(dtype=np.int64)
 #: Output: the report as JSON (fingerprints, rows, invalid rows, duplicates, leakage) and as Markdown.
 REPORT_FILE = "validation_report.json"
 REPORT_MARKDOWN_FILE = "validation_report.md"
