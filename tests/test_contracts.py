@@ -36,8 +36,9 @@ OWNERS = {
     "metrics.json": {"textclf.evaluate.evaluate:METRICS_FILE"},
     "predictions.parquet": {"textclf.evaluate.evaluate:PREDICTIONS_FILE"},
     "parity_texts.parquet": {"textclf.evaluate.evaluate:PARITY_TEXTS_FILE"},
-    "model.skops": {"textclf.classical.classical:MODEL_FILE"},
-    "classical_metadata.json": {"textclf.classical.classical:METADATA_FILE"},
+    "model.skops": {"textclf.serving.contract:CLASSICAL_MODEL_FILE"},
+    "classical_metadata.json": {"textclf.serving.contract:CLASSICAL_METADATA_FILE"},
+    "cascade.json": {"textclf.serving.contract:CASCADE_FILE"},
 }
 
 

@@ -278,7 +278,12 @@ def test_cli_rejects_unusable_arguments_with_exit_code_2(tmp_path, capsys, monke
         (["--model-dir", str(write_fake_bundle(tmp_path / "b"))], "model.int8.onnx not found"),
         (["--model-dir", str(tmp_path / "b"), "--max-batch-size", "0"], "max_batch_size must be >= 1"),
         (["--model-dir", str(tmp_path / "b"), "--precision", "fp16"], "invalid choice"),
-        (["--model-dir", str(tmp_path)], "export_metadata.json not found"),
+        (["--model-dir", str(tmp_path)], "not a model bundle: none of cascade.json, classical_metadata.json, "
+                                         "export_metadata.json found"),
+        (["--model-dir", str(tmp_path / "b"), "--cascade-stage", "1"], "--cascade-stage needs a cascade bundle"),
+        (["--model-dir", str(tmp_path / "b"), "--cascade-stage", "3"], "invalid choice"),
+        (["--model-dir", str(tmp_path / "b"), "--cascade-stage", "1", "--predictor-host", "t:8001"],
+         "cannot be combined with predictor_host"),
         (["--model-dir", str(tmp_path / "b"), "--predictor-host", "t:8001", "--workers", "4"], "--workers must be 1"),
     ]
     for argv, message in cases:  # main: the bundle is checked by the model's load, after parsing
@@ -324,11 +329,14 @@ def test_to_args_parses_back_to_an_equal_config(tmp_path):
         request_log=tmp_path / "requests.jsonl", request_log_max_bytes=1000, request_log_backups=0,
         predictor_host="triton:8001", predictor_protocol="v2",
     )
-    for config in (default, changed, ServingConfig(model_dir="/mnt/models", predictor_host="triton:8001")):
+    stage = ServingConfig(model_dir="/mnt/models", cascade_stage=2)
+    for config in (default, changed, stage, ServingConfig(model_dir="/mnt/models", predictor_host="triton:8001")):
         assert config_from_args(config.to_args()) == config
     assert default.to_args() == ["--model-name=textclf", "--model-dir=s3://bucket/bundle/", "--precision=int8",
                                  "--http-port=8080"]
-    assert len(changed.to_args()) == len(SERVER_FLAGS), "every field not at its default is stated"
+    # cascade_stage is the one field not set in `changed` (a stage is served in-process, never through Triton)
+    assert len(changed.to_args()) == len(SERVER_FLAGS) - 1, "every field not at its default is stated"
+    assert "--cascade-stage=2" in stage.to_args()
     assert default.to_args(fields=("precision", "http_port")) == ["--precision=int8", "--http-port=8080"]
     with pytest.raises(ValueError, match="not ServingConfig fields: \\['port'\\]"):
         default.to_args(fields=("precision", "port"))
@@ -487,16 +495,16 @@ def wait_until_ready(process: subprocess.Popen, url: str, log_path: Path, second
 
 
 @contextlib.contextmanager
-def running_server(model_dir: Path, work: Path) -> Iterator[RunningServer]:
-    """``python -m textclf.serving`` on ``model_dir`` (INT8, model name ``textclf``, a request log in ``work``) on
-    free loopback ports, ready; stopped on exit."""
+def running_server(model_dir: Path, work: Path, extra_args: tuple[str, ...] = ()) -> Iterator[RunningServer]:
+    """``python -m textclf.serving`` on ``model_dir`` (INT8, model name ``textclf``, a request log in ``work``, then
+    ``extra_args``) on free loopback ports, ready; stopped on exit."""
     http_port, grpc_port = free_port(), free_port()
     request_log = work / "requests.jsonl"
     command = [
         sys.executable, "-m", "textclf.serving", "--model-dir", str(model_dir), "--model-name", "textclf",
         "--precision", "int8", "--http-port", str(http_port), "--grpc-port", str(grpc_port),
         "--max-batch-size", "16", "--max-wait-ms", "5", "--max-instances", "8", "--max-text-bytes", "2048",
-        "--request-log", str(request_log),
+        "--request-log", str(request_log), *extra_args,
     ]
     output = (work / "server.log").open("wb")
     process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
@@ -637,11 +645,12 @@ def test_fp32_predictor_is_ready_only_after_load_and_matches_offline(exported_ti
         body = asyncio.run(predict(ag_news_texts[:4]))
     finally:
         predictor.stop()
-    labels = predictor.bundle.labels
+    labels = predictor.served.labels
     scores = np.array([[p["scores"][label] for label in labels] for p in body["predictions"]])
     np.testing.assert_allclose(scores, offline_probabilities(exported_tiny_model, ag_news_texts[:4], "model.onnx"),
                                atol=1e-4)
-    assert body["model_version"].endswith(predictor.bundle.file_sha256["model.onnx"][:12])
+    assert body["model_version"].endswith(load_bundle(exported_tiny_model).file_sha256["model.onnx"][:12])
+    assert all("stage" not in prediction for prediction in body["predictions"]), "only a cascade names stages"
 
 
 BAD_HTTP_REQUESTS = [

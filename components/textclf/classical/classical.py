@@ -31,35 +31,28 @@ import pandas as pd
 
 from textclf.config import ClassicalConfig, ClassicalModel
 from textclf.errors import DataValidationError
+from textclf.evaluate.calibration import fit_temperature
 from textclf.evaluate.evaluate import softmax
 from textclf.provenance import atomic_directory, git_commit, package_versions, read_json, sha256_file, write_json
-from textclf.serving.contract import LABELS_FILE
-from textclf.text import NORMALISATION_VERSION, normalise_text
+from textclf.serving.bundle import BundleError
+from textclf.serving.classical import TRUSTED_TYPES, classical_logits, load_classical_bundle, preprocess
+from textclf.serving.contract import CLASSICAL_METADATA_FILE, CLASSICAL_MODEL_FILE, LABELS_FILE, TEMPERATURE_KEY
+from textclf.text import NORMALISATION_VERSION
 from textclf.validate.validate import REPORT_FILE as SPLIT_REPORT_FILE
 from textclf.validate.validate import SPLIT_FILES, read_split
 
 log = logging.getLogger(__name__)
 
 #: Output: the fitted scikit-learn pipeline in skops' format (a zip of JSON and ``.npy`` arrays, deflated).
-MODEL_FILE = "model.skops"
+MODEL_FILE = CLASSICAL_MODEL_FILE
 #: Output: labels, parameters, normalisation version, data fingerprints, training summary, ``model_sha256``,
-#: trusted types, package versions, git commit.
-METADATA_FILE = "classical_metadata.json"
+#: trusted types, package versions, git commit, the calibration temperature fitted on the validation split.
+METADATA_FILE = CLASSICAL_METADATA_FILE
 #: A member's logits and probabilities per split (:func:`logits_frame`), the file names every member's logits
 #: directory uses: the training stages write the train file (what a student is distilled on) and the validation file
 #: (what an ensemble and a temperature are fitted on); only the evaluate/compare stage scores the test split.
 LOGITS_FILES = {"train": "train_logits.parquet", "validation": "validation_logits.parquet",
                 "test": "test_logits.parquet"}
-#: Types in :data:`MODEL_FILE` that skops does not trust by itself (it trusts scikit-learn's public estimators,
-#: numpy and scipy): the text preprocessor and the SVM calibration's private classes. :func:`load_classical_model`
-#: trusts these and refuses a file holding any other.
-TRUSTED_TYPES = (
-    "sklearn.calibration._CalibratedClassifier",
-    "sklearn.calibration._SigmoidCalibration",
-    "textclf.classical.classical.preprocess",
-)
-#: Probabilities are floored here before their log is taken as the calibrated SVM's logits.
-PROBABILITY_FLOOR = 1e-12
 #: Package versions recorded in the metadata.
 RECORDED_PACKAGES = ("textclf-components", "scikit-learn", "skops", "scipy", "numpy", "pandas")
 
@@ -73,14 +66,6 @@ class ClassicalResult:
     logits_dir: Path
     summary: dict[str, Any]
     model: Any
-
-
-def preprocess(text: str) -> str:
-    """The classical model's view of a raw text: :func:`textclf.text.normalise_text`, then lower case.
-
-    The vectorisers' ``preprocessor`` (replacing scikit-learn's default, which only lower-cases).
-    """
-    return normalise_text(text).lower()
 
 
 def build_pipeline(config: ClassicalConfig) -> Any:
@@ -111,30 +96,6 @@ def build_pipeline(config: ClassicalConfig) -> Any:
     else:
         classifier = LogisticRegression(C=config.effective_c, max_iter=config.max_iter)
     return Pipeline([("features", FeatureUnion(vectorisers)), ("classifier", classifier)])
-
-
-def classical_logits(model: Any, texts: list[str]) -> np.ndarray:
-    """The fitted pipeline's logits: ``softmax(logits)`` is its ``predict_proba``.
-
-    Args:
-        model: A pipeline from :func:`train_classical` or :func:`load_classical_model`.
-        texts: Raw texts (preprocessed inside the pipeline).
-
-    Returns:
-        float32 ``[len(texts), n_labels]``, columns in label-id order. Logistic regression: its decision values
-        (for two classes, one value ``d`` per text: logits ``[0, d]``). Calibrated SVM: the logs of its calibrated
-        probabilities (floored at :data:`PROBABILITY_FLOOR`).
-    """
-    from sklearn.linear_model import LogisticRegression
-
-    texts = list(texts)
-    if not isinstance(model.named_steps["classifier"], LogisticRegression):
-        probabilities = np.asarray(model.predict_proba(texts), dtype=np.float64)
-        return np.log(np.maximum(probabilities, PROBABILITY_FLOOR)).astype(np.float32)
-    scores = np.asarray(model.decision_function(texts), dtype=np.float32)
-    if scores.ndim == 1:
-        scores = np.column_stack([np.zeros_like(scores), scores])
-    return scores
 
 
 def solver_iterations(model: Any) -> int:
@@ -238,6 +199,9 @@ def train_classical(
         "validation_log_loss": float(
             log_loss(validation_ids, validation_probabilities, labels=list(range(len(labels))))
         ),
+        # What the server divides the logits by (recorded as the bundle's temperature): fitted here, on the same
+        # validation rows the evaluate stage fits a transformer's on.
+        "temperature": fit_temperature(validation_logits, validation_ids),
     }
 
     import skops.io as sio
@@ -261,6 +225,7 @@ def train_classical(
                 "training": summary,
                 "model_file": MODEL_FILE,
                 "model_sha256": sha256_file(model_staging / MODEL_FILE),
+                TEMPERATURE_KEY: summary["temperature"],
                 "trusted_types": list(TRUSTED_TYPES),
                 "package_versions": package_versions(RECORDED_PACKAGES),
                 "git_commit": git_commit(),
@@ -279,7 +244,9 @@ def train_classical(
 
 
 def load_classical_model(model_dir: str | Path) -> Any:
-    """Load a model written by :func:`train_classical`, trusting only skops' defaults and :data:`TRUSTED_TYPES`.
+    """Load a model written by :func:`train_classical` as the server does
+    (:func:`textclf.serving.classical.load_classical_bundle`): trusting only skops' defaults and
+    :data:`~textclf.serving.classical.TRUSTED_TYPES`.
 
     Args:
         model_dir: The model directory.
@@ -292,26 +259,7 @@ def load_classical_model(model_dir: str | Path) -> Any:
             recorded at training, the model was trained with another text normalisation, or the file holds a type
             outside the trusted ones.
     """
-    import skops.io as sio
-    from skops.io.exceptions import UntrustedTypesFoundException
-
-    model_dir = Path(model_dir)
-    path = model_dir / MODEL_FILE
-    if not path.is_file() or not (model_dir / METADATA_FILE).is_file():
-        raise DataValidationError(f"{model_dir}: {MODEL_FILE} or {METADATA_FILE} not found; not a classical model")
-    metadata = read_json(model_dir / METADATA_FILE)
-    digest = sha256_file(path)
-    if digest != metadata.get("model_sha256"):
-        raise DataValidationError(
-            f"{path}: sha256 {digest[:12]}... differs from the {metadata.get('model_sha256')!r} recorded at training"
-        )
-    version = str(metadata.get("normalisation_version"))
-    if version != NORMALISATION_VERSION:
-        raise DataValidationError(
-            f"{model_dir}: trained with text normalisation version {version}, this code applies version "
-            f"{NORMALISATION_VERSION}; retrain the classical model"
-        )
     try:
-        return sio.load(path, trusted=list(TRUSTED_TYPES))
-    except UntrustedTypesFoundException as exc:
-        raise DataValidationError(f"{path}: refused to load: {exc}") from exc
+        return load_classical_bundle(model_dir).load_model()
+    except BundleError as exc:
+        raise DataValidationError(str(exc)) from exc

@@ -1,10 +1,13 @@
-"""KServe serving of textclf export bundles (ONNX Runtime on CPU; a tokenising transformer for Triton on GPU).
+"""KServe serving of textclf bundles: a transformer on ONNX Runtime (CPU), a classical TF-IDF model, a confidence
+cascade of the two; a tokenising transformer for Triton on GPU.
 
-Imports nothing from textclf but :mod:`textclf.text`, and neither torch nor transformers. Start it with
+Imports nothing from textclf outside this distribution (:mod:`textclf.text`, ``.errors``, ``.provenance``,
+``.storage``), and neither torch nor transformers. Start it with
 ``python -m textclf.serving --model-dir BUNDLE`` or :func:`textclf.serving.server.serve`.
 
 Modules: ``contract`` (the export bundle's file names and ONNX tensors, ``ONNX_SPEC``), ``config``
-(``ServingConfig``, ``Precision``), ``bundle`` (reading the export bundle), ``inputs`` (request parsing and limits),
+(``ServingConfig``, ``Precision``), ``bundle`` (reading the export bundle; ``BundleKind``), ``classical`` (the
+classical bundle), ``cascade`` (the cascade rule and bundle), ``models`` (loading any bundle kind), ``inputs`` (request parsing and limits),
 ``codec`` (tokenising and response formatting shared by predictor and transformer), ``engine`` (ONNX Runtime),
 ``batcher`` (micro-batching), ``metrics`` (Prometheus), ``request_log`` (JSON-lines drift log), ``predictor`` (the
 ``kserve.Model``), ``transformer`` (the Triton transformer), ``server`` (``serve``).

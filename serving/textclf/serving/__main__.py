@@ -51,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "and endpoint from AWS_* / S3_* or STORAGE_EMULATOR_HOST)")
     parser.add_argument(flag["model_cache_dir"], type=Path, help="where a bundle from an object store is downloaded to")
     parser.add_argument(flag["precision"], choices=[p.value for p in Precision], help="which ONNX model to run")
+    parser.add_argument(flag["cascade_stage"], type=int, choices=(1, 2),
+                        help="serve only this stage of a cascade bundle (a step of a KServe InferenceGraph)")
     # KServe's own flags set these; the spellings the manifests, deploy targets and docs use are aliases of them.
     parser.add_argument(flag["model_name"], dest="model_name", help="same as --model_name")
     parser.add_argument(flag["http_port"], dest="http_port", type=int, help="same as --http_port")

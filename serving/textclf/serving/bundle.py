@@ -5,20 +5,66 @@ Reads only JSON and the tokenizer file; needs neither torch nor transformers.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
 from tokenizers import Tokenizer
 
 from textclf.serving.config import Precision
-from textclf.serving.contract import LABELS_FILE, METADATA_FILE, TEMPERATURE_KEY, TOKENIZER_FILE, temperature_problem
+from textclf.provenance import read_json_object
+from textclf.serving.contract import (
+    CASCADE_FILE,
+    CLASSICAL_METADATA_FILE,
+    LABELS_FILE,
+    METADATA_FILE,
+    TEMPERATURE_KEY,
+    TOKENIZER_FILE,
+    temperature_problem,
+)
 from textclf.text import NORMALISATION_VERSION
 
 
 class BundleError(ValueError):
     """The export bundle is missing, incomplete or incompatible with this server."""
+
+
+class BundleKind(str, Enum):
+    """What a model directory holds, told by its marker file (:data:`BUNDLE_MARKERS`)."""
+
+    #: The export stage's bundle: ONNX graphs, tokenizer (:class:`ExportBundle`).
+    TRANSFORMER = "transformer"
+    #: The classical stage's TF-IDF linear model (:mod:`textclf.serving.classical`).
+    CLASSICAL = "classical"
+    #: Two stages and a confidence threshold (:mod:`textclf.serving.cascade`).
+    CASCADE = "cascade"
+
+
+#: The file that marks each bundle kind, looked for in this order.
+BUNDLE_MARKERS: dict[BundleKind, str] = {
+    BundleKind.CASCADE: CASCADE_FILE,
+    BundleKind.CLASSICAL: CLASSICAL_METADATA_FILE,
+    BundleKind.TRANSFORMER: METADATA_FILE,
+}
+
+
+def bundle_kind(root: str | Path) -> BundleKind:
+    """Which kind of bundle ``root`` is.
+
+    Raises:
+        BundleError: ``root`` is not a directory, or holds none of the marker files.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise BundleError(f"{root}: model directory not found")
+    for kind, marker in BUNDLE_MARKERS.items():
+        if (root / marker).is_file():
+            return kind
+    raise BundleError(
+        f"{root}: not a model bundle: none of {', '.join(BUNDLE_MARKERS.values())} found (an export bundle, a "
+        "classical model or a cascade bundle)"
+    )
 
 
 @dataclass(frozen=True)
@@ -85,17 +131,14 @@ class ExportBundle:
         return tokenizer
 
 
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise BundleError(f"{path.parent}: {path.name} not found; is this an export bundle?") from exc
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BundleError(f"{path}: not valid JSON ({exc})") from exc
+def read_bundle_json(path: Path) -> dict[str, Any]:
+    """A bundle's JSON object file; :class:`BundleError` naming the file when it is missing, not JSON or not an
+    object."""
+    return read_json_object(path, BundleError, "this a model bundle")
 
 
-def _temperature(metadata: dict[str, Any], path: Path) -> float:
-    """The metadata's calibration temperature; 1.0 when it has none.
+def metadata_temperature(metadata: dict[str, Any], path: Path) -> float:
+    """A bundle metadata's calibration temperature (:data:`TEMPERATURE_KEY`); 1.0 when it has none.
 
     Raises:
         BundleError: The value is not a finite number > 0.
@@ -128,8 +171,8 @@ def load_bundle(root: str | Path) -> ExportBundle:
     root = Path(root)
     if not root.is_dir():
         raise BundleError(f"{root}: model directory not found")
-    metadata = _read_json(root / METADATA_FILE)
-    labels = _read_json(root / LABELS_FILE).get("labels")
+    metadata = read_bundle_json(root / METADATA_FILE)
+    labels = read_bundle_json(root / LABELS_FILE).get("labels")
     if not (root / TOKENIZER_FILE).is_file():
         raise BundleError(f"{root}: {TOKENIZER_FILE} not found")
     if not labels or not all(isinstance(label, str) for label in labels):
@@ -146,7 +189,7 @@ def load_bundle(root: str | Path) -> ExportBundle:
         max_length=int(metadata["max_length"]),
         git_commit=str(metadata.get("source_model", {}).get("git_commit") or "unknown"),
         file_sha256=dict(metadata.get("files", {})),
-        temperature=_temperature(metadata, root / METADATA_FILE),
+        temperature=metadata_temperature(metadata, root / METADATA_FILE),
     )
 
 
@@ -176,7 +219,7 @@ def fetch_bundle(model_uri: str, cache_dir: str | Path) -> Path:
         if not is_remote(model_uri):
             return local_path(model_uri)
         target = Path(cache_dir) / hashlib.sha256(model_uri.encode("utf-8")).hexdigest()[:16]
-        if not (target / METADATA_FILE).is_file():
+        if not target.is_dir():  # download() creates it atomically: present means complete
             download(model_uri, target)
         return target
     except StorageError as exc:

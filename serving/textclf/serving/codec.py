@@ -20,6 +20,12 @@ from textclf.text import normalise_text
 PAD_ID = 0
 V2_LABEL_OUTPUT = "label"
 V2_PROBABILITIES_OUTPUT = "probabilities"
+#: A cascade's answering stage (1 or 2) per text: the V2 output and the V1 prediction field.
+V2_STAGE_OUTPUT = "stage"
+V1_STAGE_FIELD = "stage"
+#: Stage 1 of a cascade served alone (an InferenceGraph step): whether stage 2 should answer the text.
+V2_DEFER_OUTPUT = "defer"
+V1_DEFER_FIELD = "defer"
 
 
 @dataclass(frozen=True)
@@ -129,30 +135,45 @@ def predicted_labels(probabilities: np.ndarray, labels: tuple[str, ...]) -> list
     return [labels[index] for index in probabilities.argmax(axis=-1).tolist()]
 
 
-def v1_response(probabilities: np.ndarray, labels: tuple[str, ...], model_version: str) -> dict[str, Any]:
+def v1_response(
+    probabilities: np.ndarray, labels: tuple[str, ...], model_version: str, stages: np.ndarray | None = None,
+    deferred: np.ndarray | None = None,
+) -> dict[str, Any]:
     """The V1 ``:predict`` response body.
 
     Args:
         probabilities: ``[n, n_labels]``.
         labels: Class names in label-id order.
         model_version: Identifier of the served model.
+        stages: For a cascade, the stage (1 or 2) that answered each text; None otherwise.
+        deferred: For stage 1 of a cascade served alone, whether stage 2 should answer each text; None otherwise.
 
     Returns:
-        ``{"predictions": [{"label", "label_id", "scores": {name: p}}], "model_version": ...}``.
+        ``{"predictions": [{"label", "label_id", "scores": {name: p}}], "model_version": ...}``; each prediction
+        also has ``"stage"`` when ``stages`` is given and ``"defer"`` when ``deferred`` is.
     """
     predictions = []
-    for row in probabilities.tolist():
+    stage_list = None if stages is None else stages.tolist()
+    defer_list = None if deferred is None else deferred.tolist()
+    for index, row in enumerate(probabilities.tolist()):
         label_id = max(range(len(row)), key=row.__getitem__)
-        predictions.append(
-            {"label": labels[label_id], "label_id": label_id, "scores": dict(zip(labels, row, strict=True))}
-        )
+        prediction: dict[str, Any] = {
+            "label": labels[label_id], "label_id": label_id, "scores": dict(zip(labels, row, strict=True))
+        }
+        if stage_list is not None:
+            prediction[V1_STAGE_FIELD] = stage_list[index]
+        if defer_list is not None:
+            prediction[V1_DEFER_FIELD] = defer_list[index]
+        predictions.append(prediction)
     return {"predictions": predictions, "model_version": model_version}
 
 
 def v2_response(
-    probabilities: np.ndarray, labels: tuple[str, ...], model_name: str, model_version: str, request_id: str | None
+    probabilities: np.ndarray, labels: tuple[str, ...], model_name: str, model_version: str, request_id: str | None,
+    stages: np.ndarray | None = None, deferred: np.ndarray | None = None,
 ) -> InferResponse:
-    """The V2 ``/infer`` response: ``label`` (BYTES ``[n]``) and ``probabilities`` (FP32 ``[n, n_labels]``).
+    """The V2 ``/infer`` response: ``label`` (BYTES ``[n]``) and ``probabilities`` (FP32 ``[n, n_labels]``); for a
+    cascade also ``stage`` (INT32 ``[n]``) and, for its stage 1 served alone, ``defer`` (BOOL ``[n]``).
 
     Args:
         probabilities: ``[n, n_labels]``.
@@ -160,15 +181,22 @@ def v2_response(
         model_name: Served model name.
         model_version: Identifier of the served model.
         request_id: The request's id, echoed back.
+        stages: The answering stage per text, or None.
+        deferred: Whether stage 2 should answer each text, or None.
 
     Returns:
         A KServe ``InferResponse`` (encoded to REST JSON or gRPC by KServe).
     """
-    label_output = InferOutput(V2_LABEL_OUTPUT, shape=[len(probabilities)], datatype="BYTES",
-                               data=predicted_labels(probabilities, labels))
-    probability_output = InferOutput(V2_PROBABILITIES_OUTPUT, shape=list(probabilities.shape), datatype="FP32",
-                                     data=probabilities.astype(np.float32).ravel().tolist())
+    outputs = [
+        InferOutput(V2_LABEL_OUTPUT, shape=[len(probabilities)], datatype="BYTES",
+                    data=predicted_labels(probabilities, labels)),
+        InferOutput(V2_PROBABILITIES_OUTPUT, shape=list(probabilities.shape), datatype="FP32",
+                    data=probabilities.astype(np.float32).ravel().tolist()),
+    ]
+    if stages is not None:
+        outputs.append(InferOutput(V2_STAGE_OUTPUT, shape=[len(stages)], datatype="INT32", data=stages.tolist()))
+    if deferred is not None:
+        outputs.append(InferOutput(V2_DEFER_OUTPUT, shape=[len(deferred)], datatype="BOOL", data=deferred.tolist()))
     return InferResponse(
-        response_id=request_id or "", model_name=model_name, model_version=model_version,
-        infer_outputs=[label_output, probability_output],
+        response_id=request_id or "", model_name=model_name, model_version=model_version, infer_outputs=outputs,
     )

@@ -44,6 +44,7 @@ SERVER_FLAGS: dict[str, str] = {
     "model_dir": "--model-dir",
     "model_cache_dir": "--model-cache-dir",
     "precision": "--precision",
+    "cascade_stage": "--cascade-stage",
     "http_port": "--http-port",
     "grpc_port": "--grpc-port",
     "enable_grpc": "--no-grpc",
@@ -77,13 +78,16 @@ class ServingConfig:
     """Everything the KServe predictor needs to start.
 
     Attributes:
-        model_dir: Export bundle (``model.onnx``, ``model.int8.onnx``, ``tokenizer.json``, ``labels.json``,
-            ``export_metadata.json``): a directory, or an ``s3://`` / ``gs://`` prefix, which the model's ``load``
-            downloads into ``model_cache_dir`` first. Kept as ``str`` (an ``os.PathLike`` is converted), so that a
+        model_dir: A transformer export bundle (``model.onnx``, ``model.int8.onnx``, ``tokenizer.json``,
+            ``labels.json``, ``export_metadata.json``), a classical bundle or a cascade bundle
+            (:class:`textclf.serving.bundle.BundleKind`): a directory, or an ``s3://`` / ``gs://`` prefix, which
+            the model's ``load`` downloads into ``model_cache_dir`` first. Kept as ``str`` (an ``os.PathLike`` is converted), so that a
             URI keeps its ``//``.
         model_cache_dir: Where a bundle from an object store is downloaded to (once: a restart reuses it).
         model_name: Name under which KServe serves the model (``/v1/models/{model_name}:predict``).
-        precision: Which ONNX model to run.
+        precision: Which ONNX model to run (of every transformer in the bundle).
+        cascade_stage: Serve only this stage (1 or 2) of a cascade bundle, as one step of a KServe InferenceGraph
+            (stage 1's predictions then say whether they ``defer`` to stage 2); None serves the bundle whole.
         http_port: REST port (V1 and V2).
         grpc_port: gRPC port (V2).
         enable_grpc: Start the gRPC server as well.
@@ -108,6 +112,7 @@ class ServingConfig:
     model_cache_dir: Path = DEFAULT_MODEL_CACHE_DIR
     model_name: str = "textclf"
     precision: Precision = Precision.INT8
+    cascade_stage: int | None = None
     http_port: int = 8080
     grpc_port: int = 8081
     enable_grpc: bool = True
@@ -144,6 +149,11 @@ class ServingConfig:
                 raise ValueError(f"{name} must be >= 1, got {value}")
         if self.max_wait_ms < 0:
             raise ValueError(f"max_wait_ms must be >= 0, got {self.max_wait_ms}")
+        if self.cascade_stage not in (None, 1, 2):
+            raise ValueError(f"cascade_stage must be 1 or 2 (or None), got {self.cascade_stage!r}")
+        if self.cascade_stage is not None and self.predictor_host is not None:
+            raise ValueError("cascade_stage serves a stage with ONNX Runtime in this process; it cannot be combined "
+                             "with predictor_host (a Triton predictor serves one transformer bundle)")
         if self.predictor_protocol not in TRITON_PROTOCOLS:
             raise ValueError(f"predictor_protocol must be one of {TRITON_PROTOCOLS}, got {self.predictor_protocol!r}")
         if self.warmup_batches < 0 or self.request_log_backups < 0:

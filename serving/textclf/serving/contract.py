@@ -36,7 +36,20 @@ METADATA_FILE = "export_metadata.json"
 #: validation split): the server's probabilities are ``softmax(logits / T)``. A bundle without it serves
 #: ``softmax(logits)`` (``T = 1``).
 TEMPERATURE_KEY = "temperature"
-#: The files every bundle holds.
+#: The classical model's files (written by the components' classical stage, read by the server): the fitted
+#: scikit-learn pipeline in skops' format (never pickled) and its metadata (labels, normalisation version, data
+#: fingerprints, the model file's sha256 under ``model_sha256``, optionally :data:`TEMPERATURE_KEY`). With
+#: :data:`LABELS_FILE` they make a *classical bundle*, which the server runs without torch.
+CLASSICAL_MODEL_FILE = "model.skops"
+CLASSICAL_METADATA_FILE = "classical_metadata.json"
+#: A *cascade bundle*: this file (:class:`textclf.serving.cascade.CascadeSpec`'s JSON: threshold, what stage 2
+#: returns, labels, the validation numbers that chose the threshold) and one directory per stage, each a complete
+#: transformer or classical bundle. Stage 1 answers the texts whose calibrated top probability is at least the
+#: threshold; stage 2 answers the rest.
+CASCADE_FILE = "cascade.json"
+#: The stage directories of a cascade bundle, stage 1 first.
+CASCADE_STAGE_DIRS = ("stage1", "stage2")
+#: The files every transformer bundle holds.
 REQUIRED_FILES = (FP32_ONNX_FILE, INT8_ONNX_FILE, TOKENIZER_FILE, LABELS_FILE, METADATA_FILE)
 
 #: Token ids, ``[batch, sequence]``.

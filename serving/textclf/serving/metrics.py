@@ -15,6 +15,8 @@ CONFIDENCE = Histogram(
     "textclf_prediction_confidence", "Probability of the predicted class", ["model_name"],
     buckets=(0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0),
 )
+CASCADE_ANSWERS = Counter("textclf_cascade_answers", "Texts answered by each stage of a cascade",
+                          ["model_name", "stage"])
 
 
 def observe_batch(model_name: str, size: int) -> None:
@@ -39,3 +41,15 @@ def observe_predictions(model_name: str, labels: list[str], probabilities: np.nd
     for label, top in zip(labels, probabilities.max(axis=-1).tolist(), strict=True):
         PREDICTIONS.labels(model_name=model_name, label=label).inc()
         confidence.observe(top)
+
+
+def observe_stages(model_name: str, stages: np.ndarray) -> None:
+    """Count a cascade's answers per stage.
+
+    Args:
+        model_name: Served model name.
+        stages: The answering stage (1 or 2) per text.
+    """
+    numbers, counts = np.unique(stages, return_counts=True)
+    for number, count in zip(numbers.tolist(), counts.tolist(), strict=True):
+        CASCADE_ANSWERS.labels(model_name=model_name, stage=str(number)).inc(count)

@@ -1,4 +1,5 @@
-"""The KServe predictor: an ONNX Runtime text classifier with micro-batching, metrics and a request log."""
+"""The KServe predictor: a text classifier (transformer on ONNX Runtime, classical model, or a cascade of the two)
+with micro-batching, metrics and a request log."""
 
 from __future__ import annotations
 
@@ -11,10 +12,9 @@ from kserve.protocol.infer_type import InferRequest, InferResponse
 
 from textclf.serving import metrics
 from textclf.serving.batcher import MicroBatcher
-from textclf.serving.bundle import ExportBundle, fetch_bundle, load_bundle
+from textclf.serving.bundle import fetch_bundle
 from textclf.serving.codec import predicted_labels, v1_response, v2_response
 from textclf.serving.config import ServingConfig
-from textclf.serving.engine import OnnxTextClassifier
 from textclf.serving.inputs import (
     InputLimits,
     ParsedRequest,
@@ -22,24 +22,31 @@ from textclf.serving.inputs import (
     ValidatedInPreprocess,
     parse_request,
 )
+from textclf.serving.models import ScoredBatch, ScoredText, ServedModel, load_served_model
 from textclf.serving.request_log import RequestLog
 
 
 @dataclass(frozen=True)
 class ScoredRequest:
-    """A request with its class probabilities, on its way from ``predict`` to ``postprocess``.
+    """A request with its answers, on its way from ``predict`` to ``postprocess``.
 
     Attributes:
         request: The parsed request.
-        probabilities: float32 ``[n, n_labels]``.
+        scores: Probabilities (float32 ``[n, n_labels]``) and, for a cascade, the answering stages.
     """
 
     request: ParsedRequest
-    probabilities: np.ndarray
+    scores: ScoredBatch
+
+    @property
+    def probabilities(self) -> np.ndarray:
+        """float32 ``[n, n_labels]``."""
+        return self.scores.probabilities
 
 
 class TextClassifierPredictor(ValidatedInPreprocess, kserve.Model):
-    """Serves an export bundle's ONNX model over KServe V1/V2 REST and V2 gRPC.
+    """Serves a transformer bundle's ONNX model, a classical bundle or a cascade bundle (:func:`load_served_model`)
+    over KServe V1/V2 REST and V2 gRPC.
 
     Requests are validated in ``preprocess``, scored in ``predict`` through a :class:`MicroBatcher` (concurrent
     requests share model runs, grouped by token length) and formatted in ``postprocess``, which also records the
@@ -53,14 +60,14 @@ class TextClassifierPredictor(ValidatedInPreprocess, kserve.Model):
         super().__init__(config.model_name)
         self.config = config
         self.limits = InputLimits(config.max_instances, config.max_text_bytes)
-        self.bundle: ExportBundle | None = None
+        self.served: ServedModel | None = None
         self.model_version = ""
-        self._batcher: MicroBatcher[str, np.ndarray] | None = None
+        self._batcher: MicroBatcher[str, ScoredText] | None = None
         self._request_log: RequestLog | None = None
 
     def load(self) -> bool:
         """Fetch the bundle (an ``s3://`` / ``gs://`` ``model_dir`` is downloaded into ``model_cache_dir``, once),
-        load its tokenizer and ONNX model, warm the model up, open the request log.
+        load its model(s) (for a transformer: tokenizer and ONNX model), warm them up, open the request log.
 
         Returns:
             ``True``: the model is ready (KServe reports ready only from here on).
@@ -68,14 +75,14 @@ class TextClassifierPredictor(ValidatedInPreprocess, kserve.Model):
         Raises:
             textclf.serving.bundle.BundleError: The bundle cannot be fetched, is missing files or is incompatible.
         """
-        self.bundle = load_bundle(fetch_bundle(self.config.model_dir, self.config.model_cache_dir))
-        classifier = OnnxTextClassifier.from_bundle(
-            self.bundle, self.config.precision, self.config.intra_op_threads, self.config.max_batch_size,
-            self.config.warmup_batches,
+        self.served = load_served_model(
+            fetch_bundle(self.config.model_dir, self.config.model_cache_dir), self.config.precision,
+            self.config.intra_op_threads, self.config.max_batch_size, self.config.warmup_batches,
+            self.config.cascade_stage,
         )
-        self.model_version = self.bundle.model_version(self.config.precision)
+        self.model_version = self.served.model_version
         self._batcher = MicroBatcher(
-            classifier.probabilities, self.config.max_batch_size, self.config.max_wait_ms,
+            self.served.score, self.config.max_batch_size, self.config.max_wait_ms,
             on_batch=lambda size: metrics.observe_batch(self.name, size),
         )
         if self.config.request_log is not None:
@@ -123,11 +130,11 @@ class TextClassifierPredictor(ValidatedInPreprocess, kserve.Model):
             response_headers: Response headers (unused).
 
         Returns:
-            The request with its probabilities.
+            The request with its answers.
         """
         assert self._batcher is not None, "predict called before load"
         rows = await self._batcher.submit(payload.texts)
-        return ScoredRequest(payload, np.stack(rows))
+        return ScoredRequest(payload, ScoredBatch.stack(rows))
 
     async def postprocess(
         self, result: ScoredRequest, headers: dict[str, str] | None = None,
@@ -143,15 +150,17 @@ class TextClassifierPredictor(ValidatedInPreprocess, kserve.Model):
         Returns:
             V1 ``{"predictions": [...], "model_version": ...}`` or a V2 ``InferResponse``.
         """
-        assert self.bundle is not None, "postprocess called before load"
-        labels = predicted_labels(result.probabilities, self.bundle.labels)
-        metrics.observe_predictions(self.name, labels, result.probabilities)
+        assert self.served is not None, "postprocess called before load"
+        scores, names = result.scores, self.served.labels
+        labels = predicted_labels(scores.probabilities, names)
+        metrics.observe_predictions(self.name, labels, scores.probabilities)
+        if scores.stages is not None:
+            metrics.observe_stages(self.name, scores.stages)
         if self._request_log is not None:
             self._request_log.record(
-                result.request.texts, labels, result.probabilities, self.bundle.labels, self.model_version
+                result.request.texts, labels, scores.probabilities, names, self.model_version, scores.stages
             )
         if result.request.kind is RequestKind.V1:
-            return v1_response(result.probabilities, self.bundle.labels, self.model_version)
-        return v2_response(
-            result.probabilities, self.bundle.labels, self.name, self.model_version, result.request.request_id
-        )
+            return v1_response(scores.probabilities, names, self.model_version, scores.stages, scores.deferred)
+        return v2_response(scores.probabilities, names, self.name, self.model_version, result.request.request_id,
+                           scores.stages, scores.deferred)

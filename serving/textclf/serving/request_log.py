@@ -58,9 +58,9 @@ class ShadowPrediction:
 class RequestRecord:
     """One prediction, as one JSON line of the request log.
 
-    :class:`RequestLog` writes the first five fields. The others are optional, for A/B (canary) analysis, written
-    by whatever routes or labels the traffic. On reading (:meth:`from_dict`), unknown fields are ignored, an absent
-    or ``null`` optional field is ``None``, and a present field must have its type:
+    :class:`RequestLog` writes the first five fields, and ``stage`` for a cascade. The others are optional, for A/B
+    (canary) analysis, written by whatever routes or labels the traffic. On reading (:meth:`from_dict`), unknown
+    fields are ignored, an absent or ``null`` optional field is ``None``, and a present field must have its type:
 
     Attributes:
         timestamp: When the prediction was made, ISO-8601 (UTC when written by :class:`RequestLog`); kept as
@@ -76,6 +76,7 @@ class RequestRecord:
         true_label: Ground truth when already known (``""`` is ``None``).
         shadow: Predictions of other versions on the same request (one ``{"model_version", "label"}`` object or a
             list of them).
+        stage: For a cascade, the stage that answered (an integer >= 1: 1 the cheap stage, 2 the transformer).
 
     Construct it directly only from values already of these types (the writer does); :meth:`from_dict` and
     :meth:`from_json` validate.
@@ -92,6 +93,7 @@ class RequestRecord:
     latency_ms: float | None = None
     true_label: str | None = None
     shadow: tuple[ShadowPrediction, ...] = ()
+    stage: int | None = None
 
     # --- reading ---
 
@@ -132,6 +134,7 @@ class RequestRecord:
             latency_ms=_latency(payload.get("latency_ms")),
             true_label=_optional(payload, "true_label", str) or None,
             shadow=_shadow(payload.get("shadow")),
+            stage=_stage(payload.get("stage")),
         )
 
     def require(self, *names: str) -> RequestRecord:
@@ -233,6 +236,14 @@ def _latency(value: Any) -> float | None:
     return latency
 
 
+def _stage(value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InvalidRecord(f"'stage' must be an integer >= 1, got {value!r}")
+    return value
+
+
 def _shadow(value: Any) -> tuple[ShadowPrediction, ...]:
     if value is None:
         return ()
@@ -262,10 +273,10 @@ class _RequestRecordFormatter(logging.Formatter):
     """Formats a log record whose ``msg`` holds :class:`RequestRecord`'s fields as one JSON line."""
 
     def format(self, record: logging.LogRecord) -> str:
-        timestamp, text, label, probabilities, label_names, model_version = record.msg
+        timestamp, text, label, probabilities, label_names, model_version, stage = record.msg
         return RequestRecord(timestamp=timestamp, text=text, label=label,
                              probabilities=dict(zip(label_names, probabilities, strict=True)),
-                             model_version=model_version).to_json()
+                             model_version=model_version, stage=stage).to_json()
 
 
 class RequestLog:
@@ -290,7 +301,7 @@ class RequestLog:
         self._listener.start()
 
     def record(self, texts: list[str], labels: list[str], probabilities: np.ndarray, label_names: tuple[str, ...],
-               model_version: str) -> None:
+               model_version: str, stages: np.ndarray | None = None) -> None:
         """Queue one line per prediction of a request.
 
         Args:
@@ -299,10 +310,12 @@ class RequestLog:
             probabilities: ``[n, n_labels]``.
             label_names: Class names in label-id order.
             model_version: Identifier of the served model.
+            stages: For a cascade, the answering stage per text; None otherwise.
         """
         timestamp = datetime.now(timezone.utc).isoformat()
-        for text, label, row in zip(texts, labels, probabilities.tolist(), strict=True):
-            self._logger.info((timestamp, text, label, row, label_names, model_version))
+        stage_list = [None] * len(texts) if stages is None else stages.tolist()
+        for text, label, row, stage in zip(texts, labels, probabilities.tolist(), stage_list, strict=True):
+            self._logger.info((timestamp, text, label, row, label_names, model_version, stage))
 
     def close(self) -> None:
         """Write every queued line, then stop the background thread and close the file."""

@@ -18,7 +18,7 @@ from kserve.errors import InferenceError
 from kserve.protocol.infer_type import InferInput, InferRequest, InferResponse
 
 from textclf.serving import metrics
-from textclf.serving.bundle import ExportBundle, fetch_bundle, load_bundle
+from textclf.serving.bundle import BundleError, BundleKind, ExportBundle, bundle_kind, fetch_bundle, load_bundle
 from textclf.serving.codec import pad, predicted_labels, softmax, tokenise, v1_response, v2_response
 from textclf.serving.config import ServingConfig
 from textclf.serving.contract import LOGITS
@@ -97,9 +97,15 @@ class TritonTextTransformer(ValidatedInPreprocess, kserve.Model):
             ``True``.
 
         Raises:
-            textclf.serving.bundle.BundleError: The bundle cannot be fetched, is missing files or is incompatible.
+            textclf.serving.bundle.BundleError: The bundle cannot be fetched, is missing files or is incompatible, or
+                is a classical or cascade bundle (Triton serves one transformer's ONNX graph).
         """
-        self.bundle = load_bundle(fetch_bundle(self.config.model_dir, self.config.model_cache_dir))
+        root = fetch_bundle(self.config.model_dir, self.config.model_cache_dir)
+        kind = bundle_kind(root)
+        if kind is not BundleKind.TRANSFORMER:
+            raise BundleError(f"{root}: a {kind.value} bundle cannot be served through Triton (--predictor-host): "
+                              "Triton runs one transformer bundle; serve this one without --predictor-host")
+        self.bundle = load_bundle(root)
         self._tokenizer = self.bundle.load_tokenizer()
         self.ready = True
         return self.ready
