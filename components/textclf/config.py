@@ -380,3 +380,44 @@ class DistillConfig:
     @property
     def student_init(self) -> StudentInit:
         return StudentInit(self.init)
+
+
+@dataclass(frozen=True)
+class CascadeConfig:
+    """How a confidence cascade (stage 1 answers what it is sure of, stage 2 the rest) is built from two models.
+
+    Attributes:
+        accuracy_tolerance: The threshold chosen on the validation split is the one with the lowest stage-2 share
+            whose cascade accuracy is at most this far below stage 2's alone (a fraction: 0.002 is 0.2 points).
+        stage2_returns: What the cascade answers for the texts stage 2 sees: ``stage2`` (its probabilities) or
+            ``average`` (the mean with stage 1's); :class:`textclf.serving.cascade.Stage2Returns`.
+        threshold: 0 chooses the threshold on validation as above; a number in (0, 1) fixes it (its validation
+            numbers are recorded all the same).
+        batch_size: Texts per model run while the validation split is scored.
+    """
+
+    accuracy_tolerance: float = 0.002
+    stage2_returns: str = "stage2"
+    threshold: float = 0.0
+    batch_size: int = 64
+
+    def __post_init__(self) -> None:
+        from textclf.serving.cascade import Stage2Returns
+
+        try:
+            Stage2Returns(self.stage2_returns)
+        except ValueError:
+            valid = ", ".join(m.value for m in Stage2Returns)
+            raise ConfigError(
+                f"CascadeConfig.stage2_returns must be one of {valid}; got {self.stage2_returns!r}"
+            ) from None
+        checks = {
+            "accuracy_tolerance": (isinstance(self.accuracy_tolerance, (int, float))
+                                   and 0.0 <= self.accuracy_tolerance < 1.0, "a number in [0, 1)"),
+            "threshold": (isinstance(self.threshold, (int, float)) and (self.threshold == 0 or 0 < self.threshold < 1),
+                          "0 (choose on validation) or a number in (0, 1)"),
+            "batch_size": (isinstance(self.batch_size, int) and self.batch_size >= 1, "an integer >= 1"),
+        }
+        for name, (ok, expected) in checks.items():
+            if not ok:
+                raise ConfigError(f"CascadeConfig.{name} must be {expected}, got {getattr(self, name)!r}")
