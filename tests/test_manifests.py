@@ -3,9 +3,9 @@
 * Every kustomization is rendered the way ``kubectl apply -k`` would (resources, then patches as JSON merge patches,
   which is how kustomize applies a strategic-merge patch to a custom resource), after checking that every listed
   file exists and every patch targets exactly one resource.
-* InferenceService and ServingRuntime objects are validated against the ``openAPIV3Schema`` of KServe's real CRDs
-  (``../shared/schemas/kserve/full/``) with jsonschema, made strict the way ``kubectl apply`` (server-side field
-  validation ``Strict``) is: unknown fields are errors, not silently pruned.
+* InferenceService, ServingRuntime and InferenceGraph objects are validated against the ``openAPIV3Schema`` of
+  KServe's real CRDs (``../shared/schemas/kserve/full/``) with jsonschema, made strict the way ``kubectl apply``
+  (server-side field validation ``Strict``) is: unknown fields are errors, not silently pruned.
 * Core kinds (ServiceAccount, Secret) are validated with kubernetes-validate in strict mode against Kubernetes
   ``K8S_VERSION``.
 """
@@ -36,6 +36,7 @@ SERVING_IMAGE = "ghcr.io/textclf-pipelines/serving:0.1.0"
 CRDS = {
     ("InferenceService", "serving.kserve.io/v1beta1"): ("serving.kserve.io_inferenceservices.yaml", "v1beta1"),
     ("ServingRuntime", "serving.kserve.io/v1alpha1"): ("serving.kserve.io_servingruntimes.yaml", "v1alpha1"),
+    ("InferenceGraph", "serving.kserve.io/v1alpha1"): ("serving.kserve.io_inferencegraphs.yaml", "v1alpha1"),
 }
 #: ClusterServingRuntimes KServe installs, which InferenceServices may name without defining them here.
 CLUSTER_RUNTIMES = {"kserve-tritonserver"}
@@ -164,12 +165,15 @@ def _is_custom(resource: dict[str, Any]) -> bool:
 
 
 def test_every_overlay_renders_with_existing_files_and_targets():
-    assert {overlay.name for overlay in OVERLAYS} == {"cpu", "custom-container", "gpu-triton", "canary"}
+    assert {overlay.name for overlay in OVERLAYS} == {
+        "cpu", "custom-container", "gpu-triton", "canary", "cascade-graph"}
+    inference_services = {"cascade-graph": 2}  # its two stages (tests/test_inference_graph.py)
     for overlay in OVERLAYS:
         resources = render(overlay)  # asserts listed files exist and every patch hits exactly one resource
         ids = [(r["kind"], r["metadata"]["name"]) for r in resources]
         assert len(ids) == len(set(ids)), f"{overlay.name}: duplicate resources {ids}"
-        assert sum(r["kind"] == "InferenceService" for r in resources) == 1, overlay.name
+        count = sum(r["kind"] == "InferenceService" for r in resources)
+        assert count == inference_services.get(overlay.name, 1), overlay.name
 
 
 def test_every_manifest_file_is_used():
