@@ -325,7 +325,8 @@ def test_to_args_parses_back_to_an_equal_config(tmp_path):
     changed = ServingConfig(
         model_dir=tmp_path / "bundle dir", model_cache_dir=tmp_path / "cache", model_name="ag-news", precision="fp32",
         http_port=9000, grpc_port=9001, enable_grpc=False, max_batch_size=8, max_wait_ms=2.5, max_instances=10,
-        max_text_bytes=100, intra_op_threads=default.intra_op_threads + 1, warmup_batches=0,
+        max_text_bytes=100, max_explain_instances=3, max_explain_tokens=16,
+        intra_op_threads=default.intra_op_threads + 1, warmup_batches=0,
         request_log=tmp_path / "requests.jsonl", request_log_max_bytes=1000, request_log_backups=0,
         predictor_host="triton:8001", predictor_protocol="v2",
     )
@@ -495,13 +496,14 @@ def wait_until_ready(process: subprocess.Popen, url: str, log_path: Path, second
 
 
 @contextlib.contextmanager
-def running_server(model_dir: Path, work: Path, extra_args: tuple[str, ...] = ()) -> Iterator[RunningServer]:
-    """``python -m textclf.serving`` on ``model_dir`` (INT8, model name ``textclf``, a request log in ``work``, then
-    ``extra_args``) on free loopback ports, ready; stopped on exit."""
+def running_server(model_dir: Path, work: Path, extra_args: tuple[str, ...] = (),
+                   module: str = "textclf.serving") -> Iterator[RunningServer]:
+    """``python -m <module>`` (default: our server) on ``model_dir`` (INT8, model name ``textclf``, a request log in
+    ``work``, then ``extra_args``) on free loopback ports, ready; stopped on exit."""
     http_port, grpc_port = free_port(), free_port()
     request_log = work / "requests.jsonl"
     command = [
-        sys.executable, "-m", "textclf.serving", "--model-dir", str(model_dir), "--model-name", "textclf",
+        sys.executable, "-m", module, "--model-dir", str(model_dir), "--model-name", "textclf",
         "--precision", "int8", "--http-port", str(http_port), "--grpc-port", str(grpc_port),
         "--max-batch-size", "16", "--max-wait-ms", "5", "--max-instances", "8", "--max-text-bytes", "2048",
         "--request-log", str(request_log), *extra_args,
@@ -858,7 +860,7 @@ def test_serve_benchmark_measures_the_model_alone_and_relates_the_server_to_it(e
 
     servers = {"onnx-int8": {"1": run(100.0, 9.0), "8": run(120.0, 60.0), "32": run(130.0, 240.0)},
                "hf-pytorch-fp32": {"1": run(40.0, 25.0), "8": run(40.0, 200.0), "32": run(40.0, 800.0)}}
-    summary = summarise(servers, {"batch32_texts_per_s": 260.0})
+    summary = summarise(servers, {"onnx-int8": {"batch32_texts_per_s": 260.0}})
     assert summary["int8_speedup_over_baseline_at_c32"] == pytest.approx(3.25)
     assert summary["int8_share_of_model_alone_batch32_at_c32"] == pytest.approx(0.5)
     assert summary["targets"] == {"int8_speedup_at_c32_ge_4x": False, "int8_throughput_at_c32_ge_300_rps": False,

@@ -68,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(flag["max_wait_ms"], type=float, help="longest a micro-batch waits for more requests")
     parser.add_argument(flag["max_instances"], type=int, help="most texts per request")
     parser.add_argument(flag["max_text_bytes"], type=int, help="longest text accepted (UTF-8 bytes)")
+    parser.add_argument(flag["max_explain_instances"], type=int, help="most texts per :explain request")
+    parser.add_argument(flag["max_explain_tokens"], type=int,
+                        help="most tokens (word pieces the model sees; a classical model's words) per explained text")
     parser.add_argument(flag["intra_op_threads"], type=int, help="ONNX Runtime threads per model run")
     parser.add_argument(flag["warmup_batches"], type=int)
     parser.add_argument(flag["request_log"], type=Path,

@@ -52,6 +52,8 @@ SERVER_FLAGS: dict[str, str] = {
     "max_wait_ms": "--max-wait-ms",
     "max_instances": "--max-instances",
     "max_text_bytes": "--max-text-bytes",
+    "max_explain_instances": "--max-explain-instances",
+    "max_explain_tokens": "--max-explain-tokens",
     "intra_op_threads": "--intra-op-threads",
     "warmup_batches": "--warmup-batches",
     "request_log": "--request-log",
@@ -98,6 +100,10 @@ class ServingConfig:
             throughput at concurrency 32 was the same within 4%.)
         max_instances: Most texts one request may carry.
         max_text_bytes: Longest text (UTF-8 bytes) accepted.
+        max_explain_instances: Most texts one ``:explain`` request may carry (each costs one model row per token).
+        max_explain_tokens: Most tokens an explained text may have: word pieces the transformer sees (after the
+            bundle's truncation, special tokens not counted), or the classical model's words. An explanation of
+            ``n`` tokens runs ``n + 1`` model rows (:mod:`textclf.serving.explain`).
         intra_op_threads: ONNX Runtime threads per run.
         warmup_batches: Dummy batches run after loading, before the model reports ready.
         request_log: JSON-lines file receiving every prediction (for drift monitoring); ``None`` disables it.
@@ -120,6 +126,8 @@ class ServingConfig:
     max_wait_ms: float = 0.0
     max_instances: int = 256
     max_text_bytes: int = 64 * 1024
+    max_explain_instances: int = 8
+    max_explain_tokens: int = 128
     intra_op_threads: int = default_intra_op_threads()
     warmup_batches: int = 3
     request_log: Path | None = None
@@ -141,7 +149,8 @@ class ServingConfig:
             object.__setattr__(self, "request_log", Path(self.request_log))
         positive = {
             "max_batch_size": self.max_batch_size, "max_instances": self.max_instances,
-            "max_text_bytes": self.max_text_bytes, "intra_op_threads": self.intra_op_threads,
+            "max_text_bytes": self.max_text_bytes, "max_explain_instances": self.max_explain_instances,
+            "max_explain_tokens": self.max_explain_tokens, "intra_op_threads": self.intra_op_threads,
             "request_log_max_bytes": self.request_log_max_bytes,
         }
         for name, value in positive.items():

@@ -7,10 +7,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import onnxruntime as ort
-from tokenizers import Tokenizer
+from tokenizers import Encoding, Tokenizer
 
 from textclf.serving.codec import length_groups, pad, softmax, tokenise
 from textclf.serving.contract import LOGITS
+from textclf.text import normalise_text
 
 if TYPE_CHECKING:
     from textclf.serving.bundle import ExportBundle
@@ -93,15 +94,40 @@ class OnnxTextClassifier:
         Returns:
             float32 ``[len(texts), n_labels]``, rows in input order.
         """
-        token_ids = tokenise(self._tokenizer, texts)
+        return self.probabilities_of_ids(tokenise(self._tokenizer, texts))
+
+    def probabilities_of_ids(self, token_ids: list[list[int]]) -> np.ndarray:
+        """Calibrated class probabilities of already tokenised inputs (special tokens included), run as
+        :meth:`probabilities` runs texts: grouped by length (:func:`length_groups`, at most ``max_group_size`` per
+        run), padded per group, ``softmax(logits / T)``.
+
+        Args:
+            token_ids: Token ids per input (at least one input).
+
+        Returns:
+            float32 ``[len(token_ids), n_labels]``, rows in input order.
+        """
         groups = length_groups([len(ids) for ids in token_ids], self._max_group_size)
-        rows: list[np.ndarray] = [np.empty(0)] * len(texts)
+        rows: list[np.ndarray] = [np.empty(0)] * len(token_ids)
         for group in groups:
             batch = pad([token_ids[index] for index in group])
             logits = self._session.run([LOGITS], batch.feeds())[0]
             for index, row in zip(group, softmax(logits, self.temperature), strict=True):
                 rows[index] = row
         return np.stack(rows)
+
+    def encodings(self, texts: list[str]) -> list[Encoding]:
+        """The tokenizer's encodings of raw texts, normalised and truncated exactly as :meth:`probabilities` does
+        (their ``ids`` are :func:`~textclf.serving.codec.tokenise`'s), with the word pieces (``tokens``) and which
+        of them are special tokens (``special_tokens_mask``): what an explanation needs.
+
+        Args:
+            texts: Raw texts.
+
+        Returns:
+            One ``tokenizers.Encoding`` per text.
+        """
+        return self._tokenizer.encode_batch([normalise_text(text) for text in texts])
 
     def warm_up(self, rounds: int) -> None:
         """Run :data:`WARMUP_TEXTS` through the model, one at a time and together.

@@ -2,7 +2,8 @@
 
 :func:`load_served_model` tells the bundle's kind from its marker file (:func:`textclf.serving.bundle.bundle_kind`),
 loads and warms up its models and returns a :class:`ServedModel`: its labels, its version and one ``score`` function
-that the predictor's micro-batcher calls.
+that the predictor's micro-batcher calls, and one ``explain`` function for ``:explain``
+(:mod:`textclf.serving.explain`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from textclf.serving.bundle import BundleError, BundleKind, bundle_kind, load_bu
 from textclf.serving.cascade import CascadeClassifier, CascadeScores, ProbabilityModel, read_cascade_spec
 from textclf.serving.config import Precision
 from textclf.serving.contract import CASCADE_FILE, CASCADE_STAGE_DIRS
+from textclf.serving.explain import CascadeExplainer, Explanation, OcclusionExplainer, occlusion_model_for
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,9 @@ class ServedModel:
         score: Raw texts in, one :class:`ScoredText` per text out (called in the batcher's worker thread).
         cascade: Whether answers carry the answering stage (a cascade bundle).
         stage: The one stage served (``--cascade-stage``), or None.
+        explain: Raw texts and the most tokens per text in, one occlusion :class:`Explanation` per text out (called
+            in the predictor's explanation thread); raises ``InvalidInput`` for a text over the limit. None: this
+            model cannot explain.
     """
 
     kind: BundleKind
@@ -73,6 +78,7 @@ class ServedModel:
     score: Callable[[list[str]], list[ScoredText]]
     cascade: bool = False
     stage: int | None = None
+    explain: Callable[[list[str], int], list[Explanation]] | None = None
 
 
 @dataclass(frozen=True)
@@ -136,7 +142,8 @@ def load_served_model(
             raise BundleError(f"{root}: --cascade-stage needs a cascade bundle ({CASCADE_FILE}), this is a "
                               f"{kind.value} bundle")
         stage = _load_single(root, kind, precision, intra_op_threads, max_group_size, warmup_rounds)
-        return ServedModel(kind, stage.labels, stage.model_version, _plain(stage))
+        return ServedModel(kind, stage.labels, stage.model_version, _plain(stage),
+                           explain=OcclusionExplainer(occlusion_model_for(stage.model, max_group_size)))
     if cascade_stage not in (None, 1, 2):
         raise BundleError(f"--cascade-stage must be 1 or 2, got {cascade_stage!r}")
     spec = read_cascade_spec(root)
@@ -161,10 +168,12 @@ def load_served_model(
     digest = hashlib.sha256((root / CASCADE_FILE).read_bytes())
     for stage in stages:
         digest.update(stage.model_version.encode("utf-8"))
+    occlusions = [occlusion_model_for(stage.model, max_group_size) for stage in stages]
     if cascade_stage is None:
         return ServedModel(kind, spec.labels, f"cascade-{digest.hexdigest()[:12]}",
-                           lambda texts: _rows(cascade.score(texts)), cascade=True)
+                           lambda texts: _rows(cascade.score(texts)), cascade=True,
+                           explain=CascadeExplainer(cascade, *occlusions))
     chosen = stages[cascade_stage - 1]
     return ServedModel(kind, spec.labels, chosen.model_version,
                        lambda texts: _rows(cascade.score_stage(cascade_stage, texts)), cascade=True,
-                       stage=cascade_stage)
+                       stage=cascade_stage, explain=OcclusionExplainer(occlusions[cascade_stage - 1], cascade_stage))

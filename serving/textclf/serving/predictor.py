@@ -1,8 +1,10 @@
 """The KServe predictor: a text classifier (transformer on ONNX Runtime, classical model, or a cascade of the two)
-with micro-batching, metrics and a request log."""
+with micro-batching, metrics and a request log; ``:explain`` answers occlusion attributions per token."""
 
 from __future__ import annotations
 
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +17,7 @@ from textclf.serving.batcher import MicroBatcher
 from textclf.serving.bundle import fetch_bundle
 from textclf.serving.codec import predicted_labels, v1_response, v2_response
 from textclf.serving.config import ServingConfig
+from textclf.serving.explain import Explanation, check_explain_instances, explanations_v1_response
 from textclf.serving.inputs import (
     InputLimits,
     ParsedRequest,
@@ -44,6 +47,19 @@ class ScoredRequest:
         return self.scores.probabilities
 
 
+@dataclass(frozen=True)
+class ExplainedRequest:
+    """A request with its explanations, on its way from ``explain`` to ``postprocess``.
+
+    Attributes:
+        request: The parsed request.
+        explanations: One per text.
+    """
+
+    request: ParsedRequest
+    explanations: list[Explanation]
+
+
 class TextClassifierPredictor(ValidatedInPreprocess, kserve.Model):
     """Serves a transformer bundle's ONNX model, a classical bundle or a cascade bundle (:func:`load_served_model`)
     over KServe V1/V2 REST and V2 gRPC.
@@ -51,6 +67,12 @@ class TextClassifierPredictor(ValidatedInPreprocess, kserve.Model):
     Requests are validated in ``preprocess``, scored in ``predict`` through a :class:`MicroBatcher` (concurrent
     requests share model runs, grouped by token length) and formatted in ``postprocess``, which also records the
     Prometheus metrics and the request log.
+
+    ``:explain`` requests (V1 only, as in KServe) go through the same ``preprocess``, then ``explain`` (occlusion,
+    :mod:`textclf.serving.explain`) and ``postprocess``, which formats them without recording metrics or the request
+    log (they are not predictions; KServe's own ``request_explain_seconds`` histogram times them). Explanations cost
+    ``n + 1`` model rows per text of ``n`` tokens, so they bypass the micro-batcher and run one request at a time in
+    a thread of their own: the event loop keeps serving, and predictions keep their batching worker.
 
     Args:
         config: Serving configuration.
@@ -63,6 +85,7 @@ class TextClassifierPredictor(ValidatedInPreprocess, kserve.Model):
         self.served: ServedModel | None = None
         self.model_version = ""
         self._batcher: MicroBatcher[str, ScoredText] | None = None
+        self._explainer: ThreadPoolExecutor | None = None
         self._request_log: RequestLog | None = None
 
     def load(self) -> bool:
@@ -75,16 +98,28 @@ class TextClassifierPredictor(ValidatedInPreprocess, kserve.Model):
         Raises:
             textclf.serving.bundle.BundleError: The bundle cannot be fetched, is missing files or is incompatible.
         """
-        self.served = load_served_model(
+        return self.use(load_served_model(
             fetch_bundle(self.config.model_dir, self.config.model_cache_dir), self.config.precision,
             self.config.intra_op_threads, self.config.max_batch_size, self.config.warmup_batches,
             self.config.cascade_stage,
-        )
-        self.model_version = self.served.model_version
+        ))
+
+    def use(self, served: ServedModel) -> bool:
+        """Serve ``served`` (already loaded and warmed up): start the micro-batcher, open the request log.
+
+        Args:
+            served: The model (:func:`load_served_model`, or a stand-in such as the benchmark's no-op model).
+
+        Returns:
+            ``True``: the model is ready.
+        """
+        self.served = served
+        self.model_version = served.model_version
         self._batcher = MicroBatcher(
             self.served.score, self.config.max_batch_size, self.config.max_wait_ms,
             on_batch=lambda size: metrics.observe_batch(self.name, size),
         )
+        self._explainer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="explain")
         if self.config.request_log is not None:
             self._request_log = RequestLog(
                 self.config.request_log, self.config.request_log_max_bytes, self.config.request_log_backups
@@ -93,9 +128,12 @@ class TextClassifierPredictor(ValidatedInPreprocess, kserve.Model):
         return self.ready
 
     def stop(self) -> None:
-        """Stop the batching worker and flush the request log."""
+        """Stop the batching worker and the explanation thread, and flush the request log."""
         if self._batcher is not None:
             self._batcher.close()
+        if self._explainer is not None:
+            self._explainer.shutdown(wait=False, cancel_futures=True)
+            self._explainer = None
         if self._request_log is not None:
             self._request_log.close()
             self._request_log = None
@@ -136,21 +174,48 @@ class TextClassifierPredictor(ValidatedInPreprocess, kserve.Model):
         rows = await self._batcher.submit(payload.texts)
         return ScoredRequest(payload, ScoredBatch.stack(rows))
 
-    async def postprocess(
-        self, result: ScoredRequest, headers: dict[str, str] | None = None,
-        response_headers: dict[str, str] | None = None,
-    ) -> dict[str, Any] | InferResponse:
-        """Format the response in the request's protocol; record metrics and the request log.
+    async def explain(self, payload: ParsedRequest, headers: dict[str, str] | None = None) -> ExplainedRequest:
+        """Explain the request's texts by occlusion (:mod:`textclf.serving.explain`), in the explanation thread.
 
         Args:
-            result: The scored request.
+            payload: The parsed request (``preprocess`` applied predict's checks).
+            headers: Request headers (unused).
+
+        Returns:
+            The request with one explanation per text.
+
+        Raises:
+            kserve.errors.InvalidInput: More than ``max_explain_instances`` texts, or a text with more than
+                ``max_explain_tokens`` tokens (HTTP 400).
+            NotImplementedError: The served model cannot explain (HTTP 501).
+        """
+        assert self.served is not None and self._explainer is not None, "explain called before load"
+        if self.served.explain is None:
+            raise NotImplementedError(f"model {self.name!r} has no explanations")
+        check_explain_instances(len(payload.texts), self.config.max_explain_instances)
+        explanations = await asyncio.get_running_loop().run_in_executor(
+            self._explainer, self.served.explain, payload.texts, self.config.max_explain_tokens
+        )
+        return ExplainedRequest(payload, explanations)
+
+    async def postprocess(
+        self, result: ScoredRequest | ExplainedRequest, headers: dict[str, str] | None = None,
+        response_headers: dict[str, str] | None = None,
+    ) -> dict[str, Any] | InferResponse:
+        """Format the response in the request's protocol; for predictions, record metrics and the request log.
+
+        Args:
+            result: The scored request, or (``:explain``) the explained one.
             headers: Request headers (unused).
             response_headers: Response headers (unused).
 
         Returns:
-            V1 ``{"predictions": [...], "model_version": ...}`` or a V2 ``InferResponse``.
+            V1 ``{"predictions": [...], "model_version": ...}`` or a V2 ``InferResponse``; for ``:explain``
+            ``{"explanations": [...], "model_version": ...}``.
         """
         assert self.served is not None, "postprocess called before load"
+        if isinstance(result, ExplainedRequest):
+            return explanations_v1_response(result.explanations, self.served.labels, self.model_version)
         scores, names = result.scores, self.served.labels
         labels = predicted_labels(scores.probabilities, names)
         metrics.observe_predictions(self.name, labels, scores.probabilities)

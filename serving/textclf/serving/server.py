@@ -118,7 +118,7 @@ def build_model_server(config: ServingConfig, options: argparse.Namespace) -> ks
     )
 
 
-def serve(config: ServingConfig, options: argparse.Namespace) -> None:
+def serve(config: ServingConfig, options: argparse.Namespace, model: kserve.Model | None = None) -> None:
     """Load, warm up and serve the export bundle until SIGTERM/SIGINT.
 
     The model reports ready (``/v2/health/ready``, ``/v1/models/{name}``) only once it is loaded and warmed up:
@@ -129,12 +129,14 @@ def serve(config: ServingConfig, options: argparse.Namespace) -> None:
         config: Serving configuration.
         options: The parsed command line ``config`` came from: KServe's own options (see
             :func:`build_model_server`).
+        model: The model to serve, not loaded yet; default :func:`build_model` of ``config`` (a benchmark passes
+            a stand-in, e.g. a no-op model behind the same server).
 
     Raises:
         textclf.serving.bundle.BundleError: The bundle cannot be fetched, is missing files or is incompatible
             (raised by the model's ``load``, before any port is opened).
     """
-    model = build_model(config)
+    model = model if model is not None else build_model(config)
     model.load()
     server = build_model_server(config, options)
     kserve_rest_app.add_exception_handler(RequestValidationError, request_validation_error_handler)
