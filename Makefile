@@ -70,7 +70,7 @@ bench-train: install
 	$(VENV)/bin/textclf bench-train --output runs/bench/bench_train.json
 
 bench-serve: install
-	$(VENV)/bin/textclf bench-serve --output runs/bench/bench_serve.json
+	$(VENV)/bin/textclf bench-serve --output runs/bench/bench_serve.json $(BENCH_SERVE_ARGS)
 
 bench-drift: install
 	$(VENV)/bin/textclf bench-drift --output runs/bench/bench_drift.json

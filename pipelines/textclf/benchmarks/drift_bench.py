@@ -42,6 +42,7 @@ from textclf.monitor.reference import (
     save_reference,
 )
 from textclf.ingest.ingest import AG_NEWS_LABELS as AG_NEWS_CLASS_NAMES
+from textclf.benchmarks.machine import machine_info
 from textclf.provenance import git_commit, package_versions, read_json, write_json
 
 log = logging.getLogger(__name__)
@@ -275,8 +276,7 @@ def run_drift_benchmark(output: str | Path, onnx_dir: str | Path, splits_dir: st
             "model_texts_per_second": inference,
             "seconds_to_embed_timing_window": (timing_rows / inference) if inference else None,
         },
-        "machine": {"cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-                    "platform": platform.platform(), "python": platform.python_version(),
+        "machine": {**machine_info(), "python": platform.python_version(),
                     "load_average_1_5_15_min_at_start": load_at_start,
                     "load_average_1_5_15_min_at_end": os.getloadavg(),
                     "note": "shared machine: other jobs ran during the benchmark; timings vary with the load"},

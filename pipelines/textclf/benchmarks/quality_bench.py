@@ -31,8 +31,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -51,6 +49,7 @@ from textclf.config import (
     TrainConfig,
 )
 from textclf.errors import ConfigError, ParityError
+from textclf.benchmarks.machine import machine_info
 from textclf.provenance import git_commit, package_versions, read_json, write_json
 from textclf.serving.contract import INT8_ONNX_FILE
 
@@ -215,7 +214,7 @@ def run_quality_benchmark(settings: QualitySettings, output: Path, work_root: Pa
         "model_dirs": dirs,
         "work_dir": str(work),
         "targets": TARGETS,
-        "host": {"cpus": os.cpu_count(), "machine": platform.machine(), "processor": platform.processor()},
+        "machine": machine_info(),
         "git_commit": git_commit(),
         "package_versions": package_versions(),
     }

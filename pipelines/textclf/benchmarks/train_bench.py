@@ -10,8 +10,6 @@
 
 from __future__ import annotations
 
-import os
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -19,6 +17,7 @@ from typing import Any
 
 from textclf.config import IngestConfig, SplitConfig, TrainConfig, TrainMethod
 from textclf.ingest import ingest_dataset
+from textclf.benchmarks.machine import machine_info
 from textclf.provenance import git_commit, package_versions, write_json
 from textclf.train import train_model
 from textclf.validate import validate_and_split
@@ -99,7 +98,7 @@ def run_train_benchmark(
     metrics = summary["metrics"]
     result = {
         "benchmark": "bench-train",
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "processor": platform.processor()},
+        "machine": machine_info(),
         "throughput": throughput,
         "full_data_run": {
             "method": TrainMethod.FULL.value,

@@ -240,6 +240,19 @@ def cmd_bench_quality(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_cascade(args: argparse.Namespace) -> int:
+    from textclf.cascade import build_cascade
+    from textclf.config import CascadeConfig
+    from textclf.serving.config import Precision
+
+    config = CascadeConfig(accuracy_tolerance=args.accuracy_tolerance, stage2_returns=args.stage2_returns,
+                           threshold=args.threshold)  # bad values fail here, before any work
+    result = build_cascade(args.stage1, args.stage2, args.splits, config, args.output, Precision(args.precision))
+    print(json.dumps({"output": str(result.output_dir), "threshold": result.spec.threshold,
+                      "selection": result.spec.selection}, indent=2))
+    return 0
+
+
 def latest_artifact(runs_dir: Path, name: str) -> Path:
     """An artifact of the newest local training run (``runs_dir/latest.json``).
 
@@ -268,11 +281,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_serve(args: argparse.Namespace) -> int:
-    from textclf.benchmarks.serve_bench import run_serve_benchmark
+    from textclf.benchmarks.serve_bench import BenchModels, run_serve_benchmark
 
-    model_dir = args.model_dir or latest_artifact(args.runs_dir, "model")
-    onnx_dir = args.onnx_dir or latest_artifact(args.runs_dir, "onnx_model")
-    result = run_serve_benchmark(model_dir, onnx_dir, args.output, args.seconds)
+    models = BenchModels(
+        model_dir=args.model_dir or latest_artifact(args.runs_dir, "model"),
+        onnx_dir=args.onnx_dir or latest_artifact(args.runs_dir, "onnx_model"),
+        student_dir=args.student_onnx_dir, cascade_dirs=tuple(args.cascade_dir),
+    )
+    result = run_serve_benchmark(models, args.output, args.seconds, accuracy_texts=args.accuracy_texts)
     print(json.dumps(result, indent=2))
     return 0
 
@@ -340,6 +356,24 @@ def build_parser(with_pipeline_flags: bool = True, pipeline: str = DEFAULT_LOCAL
                          help="models and checkpoints, one folder per settings hash (what a rerun resumes)")
     quality.set_defaults(func=cmd_bench_quality)
 
+    from textclf.config import CascadeConfig
+    from textclf.serving.cascade import Stage2Returns
+
+    cascade_defaults = CascadeConfig()
+    cascade = commands.add_parser(
+        "cascade", help="build a cascade bundle from two served models (threshold chosen on the validation split)")
+    cascade.add_argument("--stage1", type=Path, required=True, help="classical model dir or small export bundle")
+    cascade.add_argument("--stage2", type=Path, required=True, help="the transformer's export bundle")
+    cascade.add_argument("--splits", type=Path, required=True, help="the validate/split stage's output")
+    cascade.add_argument("--output", type=Path, required=True, help="directory to create")
+    cascade.add_argument("--accuracy-tolerance", type=float, default=cascade_defaults.accuracy_tolerance)
+    cascade.add_argument("--stage2-returns", choices=[r.value for r in Stage2Returns],
+                         default=cascade_defaults.stage2_returns)
+    cascade.add_argument("--threshold", type=float, default=cascade_defaults.threshold,
+                         help="0 chooses it on validation")
+    cascade.add_argument("--precision", choices=("int8", "fp32"), default="int8")
+    cascade.set_defaults(func=cmd_cascade)
+
     serve = commands.add_parser(
         "serve", allow_abbrev=False,
         help="serve the newest local export with KServe (other flags: python -m textclf.serving --help)",
@@ -357,6 +391,13 @@ def build_parser(with_pipeline_flags: bool = True, pipeline: str = DEFAULT_LOCAL
     bench_serve.add_argument("--onnx-dir", type=Path, default=None, help="export bundle (default: latest run)")
     bench_serve.add_argument("--output", type=Path, default=Path("runs/bench/bench_serve.json"))
     bench_serve.add_argument("--seconds", type=float, default=20.0, help="load duration per concurrency level")
+    bench_serve.add_argument("--student-onnx-dir", type=Path, default=None,
+                             help="a distilled student's export bundle, served and measured against the targets")
+    bench_serve.add_argument("--cascade-dir", type=Path, action="append", default=[],
+                             help="a cascade bundle (textclf cascade / the cascade component), served and measured "
+                             "against the targets; repeatable")
+    bench_serve.add_argument("--accuracy-texts", type=int, default=2000,
+                             help="test texts sent once each to every server for its served accuracy (0: skip)")
     bench_serve.set_defaults(func=cmd_bench_serve)
 
     from textclf.cli.deploy import add_deploy_commands
