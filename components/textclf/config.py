@@ -388,7 +388,10 @@ class CascadeConfig:
 
     Attributes:
         accuracy_tolerance: The threshold chosen on the validation split is the one with the lowest stage-2 share
-            whose cascade accuracy is at most this far below stage 2's alone (a fraction: 0.002 is 0.2 points).
+            whose cascade accuracy is at most this far below stage 2's alone (a fraction: 0.002 is 0.2 points),
+            bounded with ``confidence`` (see :func:`textclf.cascade.choose_threshold`).
+        confidence: One-sided confidence of the upper bound on that accuracy loss, in [0.5, 1): 0.5 compares
+            point estimates; higher values keep more texts for stage 2 when the validation split is small.
         stage2_returns: What the cascade answers for the texts stage 2 sees: ``stage2`` (its probabilities) or
             ``average`` (the mean with stage 1's); :class:`textclf.serving.cascade.Stage2Returns`.
         threshold: 0 chooses the threshold on validation as above; a number in (0, 1) fixes it (its validation
@@ -397,6 +400,7 @@ class CascadeConfig:
     """
 
     accuracy_tolerance: float = 0.002
+    confidence: float = 0.95
     stage2_returns: str = "stage2"
     threshold: float = 0.0
     batch_size: int = 64
@@ -414,6 +418,8 @@ class CascadeConfig:
         checks = {
             "accuracy_tolerance": (isinstance(self.accuracy_tolerance, (int, float))
                                    and 0.0 <= self.accuracy_tolerance < 1.0, "a number in [0, 1)"),
+            "confidence": (isinstance(self.confidence, (int, float)) and 0.5 <= self.confidence < 1.0,
+                           "a number in [0.5, 1)"),
             "threshold": (isinstance(self.threshold, (int, float)) and (self.threshold == 0 or 0 < self.threshold < 1),
                           "0 (choose on validation) or a number in (0, 1)"),
             "batch_size": (isinstance(self.batch_size, int) and self.batch_size >= 1, "an integer >= 1"),

@@ -78,15 +78,21 @@ def _threads() -> int:
 
 
 def _summary(stage1: np.ndarray, stage2: np.ndarray, ids: np.ndarray, threshold: float,
-             returns: Stage2Returns) -> dict[str, float]:
+             returns: Stage2Returns, z: float = 0.0) -> dict[str, float]:
+    """The cascade at ``threshold`` on these rows: stage-2 share, accuracy, the accuracy loss against stage 2 alone
+    and its upper confidence bound (``z`` standard errors above)."""
     answers, stages = cascade_probabilities(stage1, stage2, threshold, returns)
     by_stage1 = stages == 1
     correct = answers.argmax(-1) == ids
+    differences = (stage2.argmax(-1) == ids).astype(np.float64) - correct
+    spread = float(differences.std(ddof=1)) if len(ids) > 1 else 0.0
     return {
         "threshold": float(threshold),
         "stage2_share": float((~by_stage1).mean()),
         "accuracy": float(correct.mean()),
         "stage1_part_accuracy": float(correct[by_stage1].mean()) if by_stage1.any() else float("nan"),
+        "accuracy_loss": float(differences.mean()),
+        "accuracy_loss_upper_bound": float(differences.mean() + z * spread / np.sqrt(len(ids))),
     }
 
 
@@ -95,64 +101,77 @@ def choose_threshold(stage1: np.ndarray, stage2: np.ndarray, ids: np.ndarray, co
     """The cascade's threshold on validation rows, and the numbers that justify it.
 
     Candidates are the distinct stage-1 confidences in (0, 1) (a threshold between two of them changes nothing).
-    For each, the cascade's accuracy and stage-2 share follow from the same rule the server applies
-    (:func:`textclf.serving.cascade.cascade_probabilities`). The chosen one has the lowest stage-2 share among those
-    whose accuracy is at least ``stage 2 alone - accuracy_tolerance``; a fixed ``config.threshold`` is used as given.
+    For each, the cascade answers as the server does (:func:`textclf.serving.cascade.cascade_probabilities`), and
+    its accuracy loss against stage 2 alone is the mean of the paired per-row differences ``d_i = [stage 2 right] -
+    [cascade right]`` (non-zero only where stage 1 answers, or where an average differs from stage 2). The chosen
+    threshold has the lowest stage-2 share whose **upper confidence bound** on that loss, ``mean(d) + z *
+    sd(d) / sqrt(n)`` with ``z`` the one-sided normal quantile of ``config.confidence``, is at most
+    ``config.accuracy_tolerance``: a small validation split cannot hand stage 1 texts on a difference of a few
+    rows. ``confidence = 0.5`` (``z = 0``) compares the point estimates. A fixed ``config.threshold`` is used as
+    given.
 
     Args:
         stage1: Stage 1's validation probabilities ``[n, k]``.
         stage2: Stage 2's ``[n, k]``.
         ids: True label ids ``[n]``.
-        config: Tolerance, what stage 2 returns, an optional fixed threshold.
+        config: Tolerance, confidence, what stage 2 returns, an optional fixed threshold.
 
     Returns:
-        The threshold and the selection record: rule, the stage accuracies alone, the chosen point, a table at
-        :data:`REPORTED_THRESHOLDS`.
+        The threshold and the selection record: rule, the stage accuracies alone, the chosen point (with its loss
+        and the bound), a table at :data:`REPORTED_THRESHOLDS`.
 
     Raises:
         DataValidationError: No rows, or shapes that do not match.
     """
+    from scipy.stats import norm
+
     if len(ids) == 0 or stage1.shape != stage2.shape or stage1.shape[0] != len(ids):
         raise DataValidationError(
             f"cascade: stage probabilities {stage1.shape} and {stage2.shape} and {len(ids)} labels do not match"
         )
     returns = Stage2Returns(config.stage2_returns)
+    z = float(norm.ppf(config.confidence))
+    n = len(ids)
     stage2_accuracy = float((stage2.argmax(-1) == ids).mean())
-    target = stage2_accuracy - config.accuracy_tolerance
     if config.threshold:
         threshold = float(config.threshold)
         rule = "fixed by the configuration"
     else:
-        # Sort texts by stage-1 confidence, most confident first: threshold = the i-th confidence lets stage 1
-        # answer the first i+1 of them (ties answer together), so every candidate's accuracy is one cumulative sum.
+        # Texts sorted by stage-1 confidence, most confident first: a threshold equal to the i-th confidence lets
+        # stage 1 answer the first i+1 (ties together), so every candidate's differences are cumulative sums.
         confidence = stage1.max(-1).astype(np.float32)
         order = np.argsort(-confidence, kind="stable")
-        correct1 = (stage1.argmax(-1) == ids)[order]
-        correct2 = (combine(stage1, stage2, returns).argmax(-1) == ids)[order]
+        right2 = (stage2.argmax(-1) == ids)[order].astype(np.float64)
+        answered_diff = right2 - (stage1.argmax(-1) == ids)[order]           # d_i where stage 1 answers
+        other_diff = right2 - (combine(stage1, stage2, returns).argmax(-1) == ids)[order]  # d_i elsewhere
         sorted_confidence = confidence[order]
-        # last index of each run of equal confidences: the rows a threshold equal to that value lets through
         last = np.flatnonzero(np.r_[sorted_confidence[1:] != sorted_confidence[:-1], True])
-        answered = last + 1
-        accuracy = (np.cumsum(correct1)[last] + (correct2.sum() - np.cumsum(correct2)[last])) / len(ids)
+        total = np.cumsum(answered_diff)[last] + (other_diff.sum() - np.cumsum(other_diff)[last])
+        squares = np.cumsum(answered_diff ** 2)[last] + ((other_diff ** 2).sum() - np.cumsum(other_diff ** 2)[last])
+        loss = total / n
+        variance = np.maximum(squares / n - loss ** 2, 0.0) * n / max(n - 1, 1)
+        bound = loss + z * np.sqrt(variance / n)
         candidates = sorted_confidence[last]
-        usable = (candidates > 0) & (candidates < 1) & (accuracy >= target - 1e-12)
+        usable = (candidates > 0) & (candidates < 1) & (bound <= config.accuracy_tolerance + 1e-12)
         if usable.any():
-            best = int(np.flatnonzero(usable)[np.argmax(answered[usable])])
+            best = int(np.flatnonzero(usable)[np.argmax((last + 1)[usable])])
             threshold = float(candidates[best])
-            rule = (f"lowest stage-2 share with validation accuracy >= stage 2 alone - {config.accuracy_tolerance}")
+            rule = (f"lowest stage-2 share whose {config.confidence:g} upper confidence bound on the validation "
+                    f"accuracy loss against stage 2 alone is <= {config.accuracy_tolerance:g}")
         else:
             threshold = float(np.nextafter(np.float32(min(float(confidence.max()), 1.0 - 1e-6)), np.float32(1)))
             rule = "no threshold keeps the accuracy within the tolerance: stage 2 answers (nearly) everything"
             log.warning("cascade: %s", rule)
-    chosen = _summary(stage1, stage2, ids, threshold, returns)
+    chosen = _summary(stage1, stage2, ids, threshold, returns, z)
     selection = {
         "rule": rule,
         "accuracy_tolerance": config.accuracy_tolerance,
-        "validation_rows": int(len(ids)),
+        "confidence": config.confidence,
+        "validation_rows": int(n),
         "stage1_accuracy": float((stage1.argmax(-1) == ids).mean()),
         "stage2_accuracy": stage2_accuracy,
         "chosen": chosen,
-        "table": [_summary(stage1, stage2, ids, value, returns) for value in REPORTED_THRESHOLDS],
+        "table": [_summary(stage1, stage2, ids, value, returns, z) for value in REPORTED_THRESHOLDS],
     }
     return threshold, selection
 
