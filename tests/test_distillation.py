@@ -294,7 +294,8 @@ def distillation_run(ag_news_frames, tmp_path_factory):
 @pytest.mark.slow
 def test_distillation_pipeline_runs_end_to_end(distillation_run):
     artifacts = distillation_run["artifacts"]
-    for name in ("splits", "teacher", "classical", "ensemble", "model", "evaluation", "comparison", "onnx_model"):
+    for name in ("splits", "teacher", "classical", "ensemble", "model", "evaluation", "comparison", "onnx_model",
+                 "cascade"):
         assert name in artifacts, name
     for name, path in artifacts.items():
         assert Path(path).exists(), name
@@ -307,6 +308,13 @@ def test_distillation_pipeline_runs_end_to_end(distillation_run):
         assert 0.25 < row["accuracy"] <= 1, (name, row)
     assert comparison["student"]["accuracy"] == pytest.approx(metrics["test_accuracy"])
     assert metrics["onnx_parity"]["passed"] is True
+    cascade = metrics["cascade"]
+    assert 0 < cascade["threshold"] < 1 and 0 <= cascade["validation_stage2_share"] <= 1
+    from textclf.serving.config import Precision
+    from textclf.serving.models import load_served_model
+
+    served = load_served_model(cascade["path"], Precision.INT8, 1, 8, 0)  # the cascade bundle loads as served
+    assert served.cascade and [answer.stage in (1, 2) for answer in served.score(["stocks fell"])] == [True]
 
     model_dir, onnx_dir = Path(artifacts["model"]), Path(artifacts["onnx_model"])
     assert read_json(model_dir / "config.json")["num_hidden_layers"] == 3

@@ -35,7 +35,7 @@ def test_compiled_yaml_is_valid_ir_and_loads_back(pipeline):
         "training-gpu": model_steps | {"condition-1"},
         "retraining": model_steps | {"evaluate-production-op", "register-op", "gate-op", "condition-branches-1"},
         "distillation": model_steps | {"transformer-logits-op", "train-classical-op", "ensemble-op", "distill-op",
-                                       "compare-models-op", "condition-1"},
+                                       "compare-models-op", "cascade-op", "condition-1"},
     }[pipeline.name]
     assert spec.pipeline_info.name == f"textclf-{pipeline.name}"
     assert set(spec.root.dag.tasks) == expected

@@ -12,6 +12,7 @@ def cascade_op(
     stage2: Input[Model],
     splits: Input[Dataset],
     accuracy_tolerance: float,
+    confidence: float,
     stage2_returns: str,
     threshold: float,
     precision: str,
@@ -20,7 +21,7 @@ def cascade_op(
 ) -> float:
     """Build a confidence-cascade bundle from two served models; its threshold is chosen on the validation split.
 
-    The defaults of ``accuracy_tolerance``, ``stage2_returns`` and ``threshold`` are
+    The defaults of ``accuracy_tolerance``, ``confidence``, ``stage2_returns`` and ``threshold`` are
     :class:`textclf.config.CascadeConfig`'s. The test split is not read.
 
     Args:
@@ -28,7 +29,8 @@ def cascade_op(
         stage2: The transformer's export bundle (export component's ``onnx_model``).
         splits: Output of the validate/split component.
         accuracy_tolerance: The threshold is the lowest stage-2 share whose validation accuracy is at most this far
-            below stage 2's alone (0.002 = 0.2 points).
+            below stage 2's alone (0.002 = 0.2 points), with ``confidence``.
+        confidence: One-sided confidence of the upper bound on that loss, in [0.5, 1) (0.5: point estimates).
         stage2_returns: ``stage2`` (its own probabilities) or ``average`` (the mean with stage 1's).
         threshold: 0 chooses it as above; a number in (0, 1) fixes it.
         precision: ONNX precision the server runs (``int8`` or ``fp32``): the validation numbers are measured with
@@ -44,8 +46,8 @@ def cascade_op(
     from textclf.config import CascadeConfig
     from textclf.serving.config import Precision
 
-    config = CascadeConfig(accuracy_tolerance=float(accuracy_tolerance), stage2_returns=stage2_returns,
-                           threshold=float(threshold))
+    config = CascadeConfig(accuracy_tolerance=float(accuracy_tolerance), confidence=float(confidence),
+                           stage2_returns=stage2_returns, threshold=float(threshold))
     result = build_cascade(stage1.path, stage2.path, splits.path, config, cascade.path, Precision(precision))
     selection = result.spec.selection
     chosen = selection["chosen"]

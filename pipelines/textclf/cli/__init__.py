@@ -245,8 +245,8 @@ def cmd_cascade(args: argparse.Namespace) -> int:
     from textclf.config import CascadeConfig
     from textclf.serving.config import Precision
 
-    config = CascadeConfig(accuracy_tolerance=args.accuracy_tolerance, stage2_returns=args.stage2_returns,
-                           threshold=args.threshold)  # bad values fail here, before any work
+    config = CascadeConfig(accuracy_tolerance=args.accuracy_tolerance, confidence=args.confidence,
+                           stage2_returns=args.stage2_returns, threshold=args.threshold)  # bad values fail here, before any work
     result = build_cascade(args.stage1, args.stage2, args.splits, config, args.output, Precision(args.precision))
     print(json.dumps({"output": str(result.output_dir), "threshold": result.spec.threshold,
                       "selection": result.spec.selection}, indent=2))
@@ -367,6 +367,8 @@ def build_parser(with_pipeline_flags: bool = True, pipeline: str = DEFAULT_LOCAL
     cascade.add_argument("--splits", type=Path, required=True, help="the validate/split stage's output")
     cascade.add_argument("--output", type=Path, required=True, help="directory to create")
     cascade.add_argument("--accuracy-tolerance", type=float, default=cascade_defaults.accuracy_tolerance)
+    cascade.add_argument("--confidence", type=float, default=cascade_defaults.confidence,
+                         help="one-sided confidence of the bound on the validation accuracy loss (0.5: none)")
     cascade.add_argument("--stage2-returns", choices=[r.value for r in Stage2Returns],
                          default=cascade_defaults.stage2_returns)
     cascade.add_argument("--threshold", type=float, default=cascade_defaults.threshold,

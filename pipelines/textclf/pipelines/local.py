@@ -352,17 +352,26 @@ def run_training_locally(arguments: Mapping[str, Any], runs_dir: str | Path,
 def run_distillation_locally(arguments: Mapping[str, Any], runs_dir: str | Path,
                              console: TextIO | None = None) -> dict[str, Any]:
     """Run the distillation pipeline locally; summarised like a training run (the student is the run's model, what
-    ``textclf serve`` then serves), plus every model's test row from the compare task under ``comparison``.
+    ``textclf serve`` then serves), plus every model's test row from the compare task under ``comparison`` and the
+    cascade bundle (``textclf serve --model-dir`` it) with its validation numbers under ``cascade``.
 
     Args, Returns and Raises: as for :func:`run_training_locally`.
     """
     from textclf.compare.compare import COMPARISON_FILE
     from textclf.pipelines.distillation.pipeline import distillation_pipeline
     from textclf.provenance import read_json
+    from textclf.serving.contract import CASCADE_FILE
 
     def comparison(artifacts: Mapping[str, Path]) -> dict[str, Any]:
         rows = read_json(artifacts["comparison"] / COMPARISON_FILE)["rows"]
-        return {"comparison": {row["name"]: {key: row[key] for key in COMPARISON_SUMMARY_KEYS} for row in rows}}
+        spec = read_json(artifacts["cascade"] / CASCADE_FILE)
+        chosen = spec["selection"]["chosen"]
+        return {
+            "comparison": {row["name"]: {key: row[key] for key in COMPARISON_SUMMARY_KEYS} for row in rows},
+            "cascade": {"path": str(artifacts["cascade"]), "threshold": spec["threshold"],
+                        "validation_stage2_share": chosen["stage2_share"],
+                        "validation_accuracy": chosen["accuracy"]},
+        }
 
     return _run_and_summarise(distillation_pipeline, arguments, runs_dir, console, comparison)
 

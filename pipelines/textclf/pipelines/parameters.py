@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from textclf.config import (
+    CascadeConfig,
     DistillConfig,
     EnsembleConfig,
     ExportConfig,
@@ -46,6 +47,8 @@ PARAMETER_CONFIGS: tuple[ConfigView, ...] = (
     ConfigView(DistillConfig, {"distill_temperature": "temperature", "distill_alpha": "alpha",
                                "student_layers": "student_layers", "student_init": "init"}, by_name=False),
     ConfigView(EnsembleConfig, {"ensemble_method": "method"}, by_name=False),
+    ConfigView(CascadeConfig, {"cascade_accuracy_tolerance": "accuracy_tolerance", "cascade_confidence": "confidence",
+                               "cascade_stage2_returns": "stage2_returns"}, by_name=False),
 )
 
 

@@ -1,8 +1,9 @@
 """The ``distillation`` pipeline: ingest -> validate/split -> teacher transformer + TF-IDF classical model ->
 ensemble (soft vote or stacking, fitted on validation) -> distill a k-layer student on the ensemble's logits ->
 evaluate the student (temperature fitted on validation, ECE before/after) -> compare every model on the test set
-side by side -> export the student (ONNX + INT8 with the parity gate, the temperature in its metadata)
-[-> register].
+side by side -> export the student (ONNX + INT8 with the parity gate, the temperature in its metadata) -> a
+confidence cascade of the TF-IDF model (stage 1) and the exported student (stage 2), its threshold chosen on
+validation [-> register].
 
 Calibration is not a task of its own: the evaluate and compare tasks fit each model's temperature on its
 validation logits (the test set only reports the ECE before and after), and export carries the student's into the
@@ -15,9 +16,11 @@ from typing import NamedTuple
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, Dataset, Markdown, Metrics, Model
 
+from textclf.cascade.component import cascade_op
 from textclf.classical.component import train_classical_op
 from textclf.compare.component import compare_models_op
 from textclf.config import (
+    CascadeConfig,
     ClassicalConfig,
     DistillConfig,
     EnsembleConfig,
@@ -36,8 +39,8 @@ from textclf.pipelines.training.pipeline import add_data_steps, bind, pipeline_p
 from textclf.registry.component import register_op
 from textclf.train.component import train_op
 
-_INGEST, _SPLIT, _TRAIN, _EXPORT, _DISTILL, _ENSEMBLE = (
-    IngestConfig, SplitConfig, TrainConfig, ExportConfig, DistillConfig, EnsembleConfig,
+_INGEST, _SPLIT, _TRAIN, _EXPORT, _DISTILL, _ENSEMBLE, _CASCADE = (
+    IngestConfig, SplitConfig, TrainConfig, ExportConfig, DistillConfig, EnsembleConfig, CascadeConfig,
 )
 #: The classical member's settings: ClassicalConfig's defaults (not pipeline parameters).
 _CLASSICAL = ClassicalConfig()
@@ -52,7 +55,7 @@ TEACHER_MEMBER, CLASSICAL_MEMBER = "teacher", "classical"
 DistillationOutputs = NamedTuple(
     "DistillationOutputs", splits=Dataset, validation_report=Markdown, teacher=Model, classical=Model,
     ensemble=Model, model=Model, evaluation=Artifact, evaluation_report=HTML, metrics=Metrics, comparison=Artifact,
-    comparison_report=HTML, onnx_model=Model, parity=Metrics,
+    comparison_report=HTML, onnx_model=Model, parity=Metrics, cascade=Model, cascade_metrics=Metrics,
 )
 
 
@@ -88,14 +91,18 @@ def distillation_pipeline(
     seed: int = _SPLIT.seed,
     opset: int = _EXPORT.opset,
     min_int8_agreement: float = _EXPORT.min_int8_agreement,
+    cascade_accuracy_tolerance: float = _CASCADE.accuracy_tolerance,
+    cascade_confidence: float = _CASCADE.confidence,
+    cascade_stage2_returns: str = _CASCADE.stage2_returns,
     registry_uri: str = "",
     registry_notes: str = "",
 ) -> DistillationOutputs:
     """Args: see the components; ``dataset_uri`` is required; ``teacher_epochs`` and ``learning_rate`` are the
     teacher's, ``student_epochs`` and ``student_learning_rate`` the student's (0: the default rate),
     ``distill_temperature`` and ``distill_alpha`` the distillation loss's ``T`` and weight on the labels;
-    ``ensemble_method`` (``vote`` or ``stack``) is what the student is distilled from; ``registry_uri`` non-empty
-    registers the exported student there as a new ``candidate`` version."""
+    ``ensemble_method`` (``vote`` or ``stack``) is what the student is distilled from; ``cascade_*`` choose the
+    TF-IDF -> student cascade's threshold on validation (:class:`textclf.config.CascadeConfig`); ``registry_uri``
+    non-empty registers the exported student there as a new ``candidate`` version."""
     parameters = pipeline_parameters(locals())
     _, split = add_data_steps(parameters)
     splits = split.outputs["splits"]
@@ -130,6 +137,11 @@ def distillation_pipeline(
     ).set_display_name("compare-models").set_memory_limit("8G")
     export = bind(export_op, parameters, model=student.outputs["model"], evaluation=evaluate.outputs["evaluation"])
     export.set_display_name("export-student").set_memory_limit("8G")
+    cascade = cascade_op(
+        stage1=classical.outputs["model"], stage2=export.outputs["onnx_model"], splits=splits,
+        accuracy_tolerance=cascade_accuracy_tolerance, confidence=cascade_confidence,
+        stage2_returns=cascade_stage2_returns, threshold=_CASCADE.threshold, precision="int8",
+    ).set_display_name("cascade").set_memory_limit("8G")
     with dsl.If(registry_uri != "", name="register-requested"):
         register_op(
             model=student.outputs["model"], onnx_model=export.outputs["onnx_model"],
@@ -141,5 +153,6 @@ def distillation_pipeline(
         evaluation=evaluate.outputs["evaluation"], evaluation_report=evaluate.outputs["report"],
         metrics=evaluate.outputs["metrics"], comparison=compare.outputs["comparison"],
         comparison_report=compare.outputs["report"], onnx_model=export.outputs["onnx_model"],
-        parity=export.outputs["parity"],
+        parity=export.outputs["parity"], cascade=cascade.outputs["cascade"],
+        cascade_metrics=cascade.outputs["metrics"],
     )
