@@ -186,6 +186,25 @@ def test_two_class_logits_give_the_model_probabilities(model_type):
     np.testing.assert_allclose(shifted / shifted.sum(axis=1, keepdims=True), model.predict_proba(texts), atol=1e-6)
 
 
+@pytest.mark.parametrize("char_ngrams", [True, False])
+@pytest.mark.parametrize("model_type", ["linear_svm", "logistic_regression"])
+def test_direct_scoring_path_equals_the_pipelines_own_outputs(model_type, char_ngrams):
+    """classical_logits runs the vectorisers and the classifier itself (no FeatureUnion dispatch, no per-call
+    validation): the numbers must be the Pipeline's, to the bit."""
+    from textclf.serving.classical import PROBABILITY_FLOOR
+
+    texts = ["stocks fell sharply", "the team scored a goal", "markets rallied", "a late winner in the match",
+             "new chip from intel", "elections in europe"] * 3
+    model = build_pipeline(ClassicalConfig(model=model_type, min_df=1, char_ngrams=char_ngrams))
+    model.fit(texts, [0, 1, 0, 1, 2, 3] * 3)
+    if model_type == "logistic_regression":
+        expected = model.decision_function(texts).astype(np.float32)
+    else:
+        expected = np.log(np.maximum(model.predict_proba(texts), PROBABILITY_FLOOR)).astype(np.float32)
+    assert np.array_equal(classical_logits(model, texts), expected)
+    assert np.array_equal(classical_logits(model, texts[:1]), expected[:1])
+
+
 def test_component_under_kfp_local(small_splits, tmp_path, monkeypatch):
     """``train_classical_op`` in a kfp.local subprocess, on the other path: word n-grams, logistic regression."""
     from kfp import dsl
