@@ -137,6 +137,31 @@ def read_bundle_json(path: Path) -> dict[str, Any]:
     return read_json_object(path, BundleError, "this a model bundle")
 
 
+def checked_labels(labels: Any, path: Path) -> tuple[str, ...]:
+    """A bundle's class names, in label-id order.
+
+    Raises:
+        BundleError: Not a non-empty list of strings, naming ``path``.
+    """
+    if not labels or not isinstance(labels, list) or not all(isinstance(label, str) for label in labels):
+        raise BundleError(f"{path}: expected {{\"labels\": [names...]}}")
+    return tuple(labels)
+
+
+def check_normalisation(metadata: dict[str, Any], root: Path, remedy: str) -> None:
+    """Refuse a bundle trained with another text normalisation than this server applies.
+
+    Raises:
+        BundleError: The metadata's ``normalisation_version`` differs, naming both versions and ``remedy``.
+    """
+    version = str(metadata.get("normalisation_version"))
+    if version != NORMALISATION_VERSION:
+        raise BundleError(
+            f"{root}: model was trained with text normalisation version {version}, this server applies version "
+            f"{NORMALISATION_VERSION}; {remedy} or serve it with the matching textclf release"
+        )
+
+
 def metadata_temperature(metadata: dict[str, Any], path: Path) -> float:
     """A bundle metadata's calibration temperature (:data:`TEMPERATURE_KEY`); 1.0 when it has none.
 
@@ -175,17 +200,11 @@ def load_bundle(root: str | Path) -> ExportBundle:
     labels = read_bundle_json(root / LABELS_FILE).get("labels")
     if not (root / TOKENIZER_FILE).is_file():
         raise BundleError(f"{root}: {TOKENIZER_FILE} not found")
-    if not labels or not all(isinstance(label, str) for label in labels):
-        raise BundleError(f"{root / LABELS_FILE}: expected {{\"labels\": [names...]}}")
-    version = str(metadata.get("normalisation_version"))
-    if version != NORMALISATION_VERSION:
-        raise BundleError(
-            f"{root}: model was trained with text normalisation version {version}, this server applies version "
-            f"{NORMALISATION_VERSION}; re-train/export the model or serve it with the matching textclf release"
-        )
+    labels = checked_labels(labels, root / LABELS_FILE)
+    check_normalisation(metadata, root, "re-train/export the model")
     return ExportBundle(
         root=root,
-        labels=tuple(labels),
+        labels=labels,
         max_length=int(metadata["max_length"]),
         git_commit=str(metadata.get("source_model", {}).get("git_commit") or "unknown"),
         file_sha256=dict(metadata.get("files", {})),

@@ -13,11 +13,11 @@ from typing import Any
 
 import numpy as np
 
-from textclf.serving.bundle import BundleError, metadata_temperature, read_bundle_json
+from textclf.serving.bundle import BundleError, check_normalisation, checked_labels, metadata_temperature, read_bundle_json
 from textclf.serving.codec import softmax
 from textclf.serving.contract import CLASSICAL_METADATA_FILE, CLASSICAL_MODEL_FILE, LABELS_FILE
 from textclf.provenance import sha256_file
-from textclf.text import NORMALISATION_VERSION, normalise_text
+from textclf.text import normalise_text
 
 #: Types in :data:`CLASSICAL_MODEL_FILE` that skops does not trust by itself (it trusts scikit-learn's public
 #: estimators, numpy and scipy): the text preprocessor and the SVM calibration's private classes. The loader trusts
@@ -150,22 +150,15 @@ def load_classical_bundle(root: str | Path) -> ClassicalBundle:
             f"{root}: {CLASSICAL_MODEL_FILE} or {CLASSICAL_METADATA_FILE} not found; not a classical model"
         )
     metadata = read_bundle_json(root / CLASSICAL_METADATA_FILE)
-    labels = read_bundle_json(root / LABELS_FILE).get("labels")
-    if not labels or not all(isinstance(label, str) for label in labels):
-        raise BundleError(f"{root / LABELS_FILE}: expected {{\"labels\": [names...]}}")
+    labels = checked_labels(read_bundle_json(root / LABELS_FILE).get("labels"), root / LABELS_FILE)
     digest = sha256_file(path)
     if digest != metadata.get("model_sha256"):
         raise BundleError(
             f"{path}: sha256 {digest[:12]}... differs from the {metadata.get('model_sha256')!r} recorded at training"
         )
-    version = str(metadata.get("normalisation_version"))
-    if version != NORMALISATION_VERSION:
-        raise BundleError(
-            f"{root}: trained with text normalisation version {version}, this server applies version "
-            f"{NORMALISATION_VERSION}; retrain the classical model or serve it with the matching textclf release"
-        )
+    check_normalisation(metadata, root, "retrain the classical model")
     return ClassicalBundle(
-        root=root, labels=tuple(labels), metadata=metadata, model_sha256=digest,
+        root=root, labels=labels, metadata=metadata, model_sha256=digest,
         temperature=metadata_temperature(metadata, root / CLASSICAL_METADATA_FILE),
     )
 
