@@ -26,19 +26,23 @@ from textclf.classical.classical import LOGITS_FILES
 from textclf.config import DistillConfig, StudentInit, TrainConfig, TrainMethod
 from textclf.distill.distill import TEACHER_LOGITS, DistillationCollator, build_student
 from textclf.errors import ConfigError, DataValidationError
-from textclf.provenance import sha256_file
 from textclf.storage import is_remote, localize
 from textclf.train.train import TrainResult, encode_split, fit_and_save, read_splits, run_key
 
 log = logging.getLogger(__name__)
 
 
-def read_teacher_logits(teacher_logits_dir: str | Path, frame: pd.DataFrame, labels: list[str]) -> list[list[float]]:
-    """The teacher's train-split logits, one vector per row of ``frame`` (joined on ``row``, in ``frame``'s order).
+def read_teacher_logits(teacher_logits_dir: str | Path, frame: pd.DataFrame, labels: list[str],
+                        ) -> tuple[list[list[float]], str]:
+    """The teacher's train-split logits, one vector per row of ``frame`` (joined on ``row``, in ``frame``'s order),
+    and the sha256 of the file they were read from (the file is read once, for both).
 
     Raises:
         DataValidationError: The file is missing, lacks a ``logit_<label>`` column, or lacks rows of ``frame``.
     """
+    import hashlib
+    import io
+
     path = Path(teacher_logits_dir)
     path = path / LOGITS_FILES["train"] if path.is_dir() else path
     if not path.is_file():
@@ -46,7 +50,8 @@ def read_teacher_logits(teacher_logits_dir: str | Path, frame: pd.DataFrame, lab
             f"teacher logits {path} not found: distillation (alpha < 1) needs the teacher's train-split logits "
             f"({LOGITS_FILES['train']}, written by the ensemble, transformer-logits or classical stage)"
         )
-    teacher = pd.read_parquet(path)
+    content = path.read_bytes()
+    teacher = pd.read_parquet(io.BytesIO(content))
     columns = [f"logit_{label}" for label in labels]
     missing_columns = [column for column in ["row", *columns] if column not in teacher.columns]
     if missing_columns:
@@ -63,7 +68,7 @@ def read_teacher_logits(teacher_logits_dir: str | Path, frame: pd.DataFrame, lab
     values = indexed.loc[frame["row"].to_numpy()].to_numpy(dtype=np.float32)
     if not np.isfinite(values).all():
         raise DataValidationError(f"teacher logits {path} hold non-finite values")
-    return values.tolist()
+    return values.tolist(), hashlib.sha256(content).hexdigest()
 
 
 def distill_student(
@@ -107,9 +112,7 @@ def distill_student(
     if distill.alpha < 1:
         if teacher_logits_dir is None or not str(teacher_logits_dir):
             raise ConfigError(f"alpha={distill.alpha} < 1 distils from a teacher: teacher logits are required")
-        teacher = read_teacher_logits(teacher_logits_dir, data.train, data.labels)
-        teacher_path = Path(teacher_logits_dir)
-        teacher_sha = sha256_file(teacher_path / LOGITS_FILES["train"] if teacher_path.is_dir() else teacher_path)
+        teacher, teacher_sha = read_teacher_logits(teacher_logits_dir, data.train, data.labels)
     if is_remote(str(source_model)):
         with tempfile.TemporaryDirectory(prefix="textclf-student-source-") as scratch:
             local = localize(str(source_model), Path(scratch) / "source")
