@@ -242,14 +242,11 @@ def test_built_bundle_records_its_validation_numbers(cascade_bundle, classical_b
 
 @requires_ag_news
 def test_loaded_cascade_answers_as_the_offline_rule(cascade_bundle, test_texts):
-    from textclf.cascade import score_stage
-
     served = load_served_model(cascade_bundle, Precision.INT8, 1, 16, 0)
-    spec = CascadeSpec.from_json(json.loads((cascade_bundle / CASCADE_FILE).read_text()), "spec")
     assert served.cascade and served.labels == LABELS and served.model_version.startswith("cascade-")
     answers = [served.score([text])[0] for text in test_texts]
-    first = score_stage(cascade_bundle / "stage1", test_texts, Precision.INT8, 1)[1]
-    second = score_stage(cascade_bundle / "stage2", test_texts, Precision.INT8, 1)[1]
+    spec, first = spec_and_stage(cascade_bundle, 1, test_texts, 1)
+    second = spec_and_stage(cascade_bundle, 2, test_texts, 1)[1]
     expected, stages = cascade_probabilities(first, second, spec.threshold, spec.stage2_returns)
     assert [answer.stage for answer in answers] == stages.tolist()
     np.testing.assert_allclose(np.stack([answer.probabilities for answer in answers]), expected, atol=1e-5)
@@ -364,15 +361,20 @@ def halving_cascade(cascade_bundle, test_texts, tmp_path_factory) -> Path:
     return bundle
 
 
+def spec_and_stage(bundle: Path, stage: int, texts: list[str], batch_size: int) -> tuple[CascadeSpec, np.ndarray]:
+    """A cascade bundle's spec and one stage's probabilities of ``texts`` (scored as the server scores them)."""
+    from textclf.cascade import score_stage
+
+    spec = CascadeSpec.from_json(json.loads((bundle / CASCADE_FILE).read_text()), "spec")
+    return spec, score_stage(bundle / f"stage{stage}", texts, Precision.INT8, batch_size)[1]
+
+
 @pytest.mark.slow
 @requires_ag_news
 def test_cascade_server_answers_from_the_stage_the_rule_picks(halving_cascade, test_texts, tmp_path):
-    from textclf.cascade import score_stage
-
     cascade_bundle = halving_cascade
-    spec = CascadeSpec.from_json(json.loads((cascade_bundle / CASCADE_FILE).read_text()), "spec")
-    first = score_stage(cascade_bundle / "stage1", test_texts, Precision.INT8, 1)[1]
-    second = score_stage(cascade_bundle / "stage2", test_texts, Precision.INT8, 1)[1]
+    spec, first = spec_and_stage(cascade_bundle, 1, test_texts, 1)
+    second = spec_and_stage(cascade_bundle, 2, test_texts, 1)[1]
     expected, stages = cascade_probabilities(first, second, spec.threshold, spec.stage2_returns)
     assert 0 < (stages == 1).sum() < len(test_texts), "the median threshold sends texts both ways"
 
@@ -411,11 +413,8 @@ def test_cascade_server_answers_from_the_stage_the_rule_picks(halving_cascade, t
 @pytest.mark.slow
 @requires_ag_news
 def test_stage1_served_alone_marks_deferred_texts(halving_cascade, test_texts, tmp_path):
-    from textclf.cascade import score_stage
-
     cascade_bundle = halving_cascade
-    spec = CascadeSpec.from_json(json.loads((cascade_bundle / CASCADE_FILE).read_text()), "spec")
-    first = score_stage(cascade_bundle / "stage1", test_texts, Precision.INT8, 8)[1]
+    spec, first = spec_and_stage(cascade_bundle, 1, test_texts, 8)
     with running_server(cascade_bundle, tmp_path, ("--cascade-stage", "1")) as server:
         response = httpx.post(f"{server.http}/v1/models/textclf:predict", json={"instances": test_texts[:8]},
                               timeout=30)

@@ -12,8 +12,8 @@ import sys
 
 import numpy as np
 
-from textclf.serving.bundle import BundleKind, bundle_kind, fetch_bundle, load_bundle
-from textclf.serving.models import ScoredText, ServedModel
+from textclf.serving.bundle import BundleKind, fetch_bundle
+from textclf.serving.models import ScoredText, ServedModel, bundle_labels
 from textclf.serving.predictor import TextClassifierPredictor
 
 #: The no-op model's version string in responses.
@@ -34,14 +34,7 @@ class NoOpPredictor(TextClassifierPredictor):
     """:class:`TextClassifierPredictor` serving :func:`noop_model` with the labels of ``config.model_dir``."""
 
     def load(self) -> bool:
-        root = fetch_bundle(self.config.model_dir, self.config.model_cache_dir)
-        if bundle_kind(root) is BundleKind.TRANSFORMER:
-            labels = load_bundle(root).labels
-        else:
-            from textclf.serving.models import load_served_model
-
-            labels = load_served_model(root, self.config.precision, 1, 1, 0).labels
-        return self.use(noop_model(labels))
+        return self.use(noop_model(bundle_labels(fetch_bundle(self.config.model_dir, self.config.model_cache_dir))))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -112,6 +112,23 @@ def _plain(stage: _Stage) -> Callable[[list[str]], list[ScoredText]]:
     return score
 
 
+def bundle_labels(root: str | Path) -> tuple[str, ...]:
+    """The class names of the bundle at ``root``, of any kind, read from its JSON files alone (no model loaded).
+
+    Raises:
+        BundleError: Not a bundle, or its files are malformed.
+    """
+    root = Path(root)
+    kind = bundle_kind(root)
+    if kind is BundleKind.CASCADE:
+        return read_cascade_spec(root).labels
+    if kind is BundleKind.CLASSICAL:
+        from textclf.serving.classical import load_classical_bundle
+
+        return load_classical_bundle(root).labels
+    return load_bundle(root).labels
+
+
 def load_served_model(
     root: str | Path, precision: Precision, intra_op_threads: int, max_group_size: int, warmup_rounds: int,
     cascade_stage: int | None = None,
