@@ -55,6 +55,24 @@ class MonitorMetrics:
         self.rows_read = Counter("textclf_drift_log_rows", "Valid request-log rows read", registry=r)
         self.malformed_lines = Counter("textclf_drift_malformed_log_lines",
                                        "Request-log lines skipped as malformed", registry=r)
+        # prediction events (KServe's payload logger), ground truth and live accuracy
+        self.events = Counter("textclf_events", "KServe logger CloudEvents received, by type (request, response) and "
+                              "outcome (accepted, duplicate, malformed)", ["type", "outcome"], registry=r)
+        self.predictions = Counter("textclf_monitor_predictions", "Predictions recorded in the monitor's store "
+                                   "(from the request log or from CloudEvents), by model version",
+                                   ["model_version"], registry=r)
+        self.feedback = Counter("textclf_feedback", "Ground-truth labels received, by outcome (accepted, unknown_id, "
+                                "bad_label, duplicate, malformed)", ["outcome"], registry=r)
+        self.live_accuracy = Gauge("textclf_live_accuracy", "Accuracy of the last labelled predictions (the accuracy "
+                                   "window), by model version", ["model_version"], registry=r)
+        self.live_labelled = Gauge("textclf_live_labelled", "Labelled predictions in the accuracy window, by model "
+                                   "version", ["model_version"], registry=r)
+        self.accuracy_baseline = Gauge("textclf_accuracy_baseline", "Accuracy the production model is held to "
+                                       "(its test accuracy, from the reference)", registry=r)
+        self.accuracy_drop_detected = Gauge("textclf_accuracy_drop_detected", "1 if the last accuracy check found "
+                                            "live accuracy significantly below the baseline, else 0", registry=r)
+        self.accuracy_checks = Counter("textclf_accuracy_checks", "Accuracy checks run, by outcome (drop, no_drop)",
+                                       ["outcome"], registry=r)
 
     def observe_check(self, result: Any) -> None:
         """Set the gauges from a :class:`textclf.monitor.result.DriftResult`."""

@@ -123,3 +123,22 @@ def temperature_problem(value: object) -> str | None:
     if not math.isfinite(value) or value <= 0:
         return f"must be a finite number > 0, got {float(value)!r}"
     return None
+
+
+# --- prediction events: the ids that join a prediction, its KServe logger events and its delayed ground truth ---
+
+#: The request id the server uses (Istio/Knative set it on every request in a cluster); the response carries the id
+#: back in this header (and in the body: V1 ``request_id``, V2 ``id``).
+REQUEST_ID_HEADER = "x-request-id"
+#: A CloudEvent's id (binary mode); KServe's payload logger takes its event id from this request header when the
+#: caller sends one, so the server prefers it to a generated id when :data:`REQUEST_ID_HEADER` is absent.
+CLOUDEVENT_ID_HEADER = "ce-id"
+#: The caller's user key (A/B analysis and canary routing by user); recorded as ``user_id``. The InferenceService's
+#: ``logger.metadataHeaders`` forwards it to the monitor inside the CloudEvent's ``metadata`` extension.
+USER_KEY_HEADER = "x-user-id"
+
+
+def prediction_id(request_id: str, index: int, count: int) -> str:
+    """The id of the ``index``-th prediction of a request of ``count`` texts: the request id itself for a single
+    text, ``"<request_id>#<index>"`` otherwise. Ground truth is fed back under this id."""
+    return request_id if count == 1 else f"{request_id}#{index}"

@@ -17,6 +17,15 @@ CONFIDENCE = Histogram(
 )
 CASCADE_ANSWERS = Counter("textclf_cascade_answers", "Texts answered by each stage of a cascade",
                           ["model_name", "stage"])
+#: Outcomes of :data:`REQUESTS`: answered, refused as the caller's fault (HTTP 400), failed in the server.
+OUTCOMES = ("ok", "invalid_input", "error")
+REQUESTS = Counter("textclf_requests", "Prediction requests by outcome (ok, invalid_input, error)",
+                   ["model_name", "outcome"])
+REQUEST_LATENCY = Histogram(
+    "textclf_request_latency_seconds", "Server-side latency of answered prediction requests, from validation to the "
+    "formatted response (queueing for the micro-batch included)", ["model_name"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
 
 
 def observe_batch(model_name: str, size: int) -> None:
@@ -53,3 +62,16 @@ def observe_stages(model_name: str, stages: np.ndarray) -> None:
     numbers, counts = np.unique(stages, return_counts=True)
     for number, count in zip(numbers.tolist(), counts.tolist(), strict=True):
         CASCADE_ANSWERS.labels(model_name=model_name, stage=str(number)).inc(count)
+
+
+def observe_request(model_name: str, outcome: str, seconds: float | None = None) -> None:
+    """Count one prediction request and, when answered, its latency.
+
+    Args:
+        model_name: Served model name.
+        outcome: One of :data:`OUTCOMES`.
+        seconds: Server-side latency of an answered request.
+    """
+    REQUESTS.labels(model_name=model_name, outcome=outcome).inc()
+    if seconds is not None:
+        REQUEST_LATENCY.labels(model_name=model_name).observe(seconds)
