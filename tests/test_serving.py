@@ -747,21 +747,67 @@ def test_metrics_expose_batch_size_class_counts_and_confidence(server, ag_news_t
 @pytest.mark.slow
 @requires_ag_news
 def test_request_log_has_one_json_line_per_prediction(server, ag_news_texts):
+    """Each prediction is logged with its id (the request id, ``#index`` for several texts), the caller's user key
+    and the request's latency; the response returns the request id in its body and its ``x-request-id`` header."""
+    import httpx
+
     marker = f"request-log-check-{os.getpid()}"
     texts = [f"{marker} {i} {text}" for i, text in enumerate(ag_news_texts[:5])]
-    predictions = v1_predict(server, texts)["predictions"]
+    response = httpx.post(f"{server.http}/v1/models/textclf:predict", json={"instances": texts}, timeout=30,
+                          headers={"x-request-id": "req-log-1", "x-user-id": "user-7"})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["request_id"] == "req-log-1" and response.headers["x-request-id"] == "req-log-1"
+    single = httpx.post(f"{server.http}/v1/models/textclf:predict", json={"instances": [f"{marker} single"]},
+                        headers={"ce-id": "event-9"}, timeout=30)
+    assert single.json()["request_id"] == "event-9", "the CloudEvent id when no x-request-id is sent"
+    generated = v1_predict(server, [f"{marker} generated"])["request_id"]
+    assert len(generated) == 32 and generated != v1_predict(server, [f"{marker} generated"])["request_id"]
     deadline = time.monotonic() + 10
     while True:
         lines = [json.loads(line) for line in server.request_log.read_text().splitlines()]
         logged = [line for line in lines if line["text"].startswith(marker)]
-        if len(logged) >= len(texts) or time.monotonic() > deadline:
+        if len(logged) >= len(texts) + 3 or time.monotonic() > deadline:
             break
         time.sleep(0.1)
-    assert [line["text"] for line in logged] == texts
-    assert [line["label"] for line in logged] == [p["label"] for p in predictions]
-    for line in logged:
-        assert set(line) == {"timestamp", "text", "label", "probabilities", "model_version"}
+    batch = logged[:len(texts)]
+    assert [line["text"] for line in batch] == texts
+    assert [line["label"] for line in batch] == [p["label"] for p in body["predictions"]]
+    assert [line["request_id"] for line in batch] == [f"req-log-1#{i}" for i in range(5)]
+    for line in batch:
+        assert set(line) == {"timestamp", "text", "label", "probabilities", "model_version", "request_id",
+                             "user_id", "latency_ms"}
+        assert line["user_id"] == "user-7" and line["latency_ms"] > 0
         assert abs(sum(line["probabilities"].values()) - 1.0) < 1e-5 and "T" in line["timestamp"]
+    assert logged[len(texts)]["request_id"] == "event-9" and "user_id" not in logged[len(texts)]
+    assert logged[len(texts) + 1]["request_id"] == generated
+
+
+@pytest.mark.slow
+@requires_ag_news
+def test_requests_are_counted_by_outcome_with_their_latency(server, ag_news_texts):
+    import httpx
+
+    def samples() -> dict[str, float]:
+        text = httpx.get(f"{server.http}/metrics", timeout=30).text
+        return {name: float(value) for name, value in
+                (line.rsplit(" ", 1) for line in text.splitlines() if line and not line.startswith("#"))}
+
+    before = samples()
+    v1_predict(server, ag_news_texts[:2])
+    v2 = httpx.post(f"{server.http}/v2/models/textclf/infer", json=v2_infer_body(ag_news_texts[:1]), timeout=30)
+    assert v2.json()["id"] == "req-1" and v2.headers["x-request-id"] == "req-1", "the V2 body id is echoed"
+    refused = httpx.post(f"{server.http}/v1/models/textclf:predict", json={"instances": []}, timeout=30)
+    assert refused.status_code == 400
+    after = samples()
+
+    def delta(name: str) -> float:
+        return after.get(name, 0.0) - before.get(name, 0.0)
+
+    assert delta('textclf_requests_total{model_name="textclf",outcome="ok"}') == 2
+    assert delta('textclf_requests_total{model_name="textclf",outcome="invalid_input"}') == 1
+    assert delta('textclf_request_latency_seconds_count{model_name="textclf"}') == 2
+    assert delta('textclf_request_latency_seconds_sum{model_name="textclf"}') > 0
 
 
 def test_cli_process_exits_2_on_a_bundle_without_the_onnx_model(tmp_path):

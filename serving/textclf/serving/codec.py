@@ -26,6 +26,9 @@ V1_STAGE_FIELD = "stage"
 #: Stage 1 of a cascade served alone (an InferenceGraph step): whether stage 2 should answer the text.
 V2_DEFER_OUTPUT = "defer"
 V1_DEFER_FIELD = "defer"
+#: The V1 response's request id (V2 responses carry it as ``id``): the prediction ids are derived from it
+#: (:func:`textclf.serving.contract.prediction_id`).
+V1_REQUEST_ID_FIELD = "request_id"
 
 
 @dataclass(frozen=True)
@@ -137,7 +140,7 @@ def predicted_labels(probabilities: np.ndarray, labels: tuple[str, ...]) -> list
 
 def v1_response(
     probabilities: np.ndarray, labels: tuple[str, ...], model_version: str, stages: np.ndarray | None = None,
-    deferred: np.ndarray | None = None,
+    deferred: np.ndarray | None = None, request_id: str | None = None,
 ) -> dict[str, Any]:
     """The V1 ``:predict`` response body.
 
@@ -147,10 +150,11 @@ def v1_response(
         model_version: Identifier of the served model.
         stages: For a cascade, the stage (1 or 2) that answered each text; None otherwise.
         deferred: For stage 1 of a cascade served alone, whether stage 2 should answer each text; None otherwise.
+        request_id: The request's id (:data:`V1_REQUEST_ID_FIELD`), if any.
 
     Returns:
-        ``{"predictions": [{"label", "label_id", "scores": {name: p}}], "model_version": ...}``; each prediction
-        also has ``"stage"`` when ``stages`` is given and ``"defer"`` when ``deferred`` is.
+        ``{"predictions": [{"label", "label_id", "scores": {name: p}}], "model_version": ..., "request_id": ...}``;
+        each prediction also has ``"stage"`` when ``stages`` is given and ``"defer"`` when ``deferred`` is.
     """
     predictions = []
     stage_list = None if stages is None else stages.tolist()
@@ -165,7 +169,10 @@ def v1_response(
         if defer_list is not None:
             prediction[V1_DEFER_FIELD] = defer_list[index]
         predictions.append(prediction)
-    return {"predictions": predictions, "model_version": model_version}
+    body: dict[str, Any] = {"predictions": predictions, "model_version": model_version}
+    if request_id:
+        body[V1_REQUEST_ID_FIELD] = request_id
+    return body
 
 
 def v2_response(

@@ -6,13 +6,18 @@ INVALID_ARGUMENT) with the message in ``{"error": ...}``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
 import orjson
 from kserve.errors import InvalidInput
 from kserve.protocol.infer_type import InferInput, InferRequest
+
+from textclf.serving.contract import CLOUDEVENT_ID_HEADER, REQUEST_ID_HEADER, USER_KEY_HEADER, prediction_id
 
 #: Name of the V2 input tensor carrying the texts.
 V2_TEXT_INPUT = "text"
@@ -61,12 +66,47 @@ class ParsedRequest:
     Attributes:
         kind: Protocol the request came in with.
         texts: The request's texts, as received.
-        request_id: V2 request id (echoed in the response), ``None`` for V1.
+        request_id: The request's id (:func:`request_identity`), returned in the response and recorded with every
+            prediction.
+        user_id: The caller's user key (the :data:`~textclf.serving.contract.USER_KEY_HEADER` header), if sent.
+        started: ``time.perf_counter()`` when the request was parsed: the start of its server-side latency.
     """
 
     kind: RequestKind
     texts: list[str]
-    request_id: str | None = None
+    request_id: str = ""
+    user_id: str | None = None
+    started: float = field(default_factory=time.perf_counter)
+
+    def prediction_ids(self) -> list[str]:
+        """The id of each text's prediction (:func:`~textclf.serving.contract.prediction_id`)."""
+        return [prediction_id(self.request_id, index, len(self.texts)) for index in range(len(self.texts))]
+
+    def latency_ms(self) -> float:
+        """Milliseconds since the request was parsed."""
+        return (time.perf_counter() - self.started) * 1000.0
+
+
+def request_identity(headers: Mapping[str, str] | None, body_id: str | None = None) -> str:
+    """The id a request is answered and recorded under: the V2 body's ``id`` when the caller sent one (the V2
+    protocol echoes it), else the ``x-request-id`` header (set by Istio/Knative on every request in a cluster), else
+    the ``ce-id`` header (the CloudEvent id KServe's payload logger would use), else a new UUID.
+
+    Args:
+        headers: Request headers (KServe passes them with lower-case names).
+        body_id: The V2 request's ``id``, if any.
+    """
+    headers = headers or {}
+    for candidate in (body_id, headers.get(REQUEST_ID_HEADER), headers.get(CLOUDEVENT_ID_HEADER)):
+        if candidate and candidate.strip():
+            return candidate.strip()
+    return uuid.uuid4().hex
+
+
+def user_key(headers: Mapping[str, str] | None) -> str | None:
+    """The caller's user key header, stripped (``None`` when absent or blank)."""
+    value = (headers or {}).get(USER_KEY_HEADER, "")
+    return value.strip() or None
 
 
 def check_texts(items: list[Any], limits: InputLimits) -> list[str]:
@@ -178,12 +218,14 @@ def _flat_items(text_input: InferInput) -> list[Any]:
     return array.ravel().tolist()
 
 
-def parse_request(payload: dict[str, Any] | InferRequest, limits: InputLimits) -> ParsedRequest:
+def parse_request(payload: dict[str, Any] | InferRequest, limits: InputLimits,
+                  headers: Mapping[str, str] | None = None) -> ParsedRequest:
     """Validate a V1 body or a V2 request.
 
     Args:
         payload: Decoded V1 JSON body, or V2 ``InferRequest`` (REST or gRPC).
         limits: Per-request limits.
+        headers: Request headers (the request id and user key, :func:`request_identity` and :func:`user_key`).
 
     Returns:
         The parsed request.
@@ -192,5 +234,7 @@ def parse_request(payload: dict[str, Any] | InferRequest, limits: InputLimits) -
         kserve.errors.InvalidInput: The request is malformed or breaks a limit.
     """
     if isinstance(payload, InferRequest):
-        return ParsedRequest(RequestKind.V2, texts_from_v2(payload, limits), payload.id)
-    return ParsedRequest(RequestKind.V1, texts_from_v1(payload, limits))
+        texts, kind, body_id = texts_from_v2(payload, limits), RequestKind.V2, payload.id
+    else:
+        texts, kind, body_id = texts_from_v1(payload, limits), RequestKind.V1, None
+    return ParsedRequest(kind, texts, request_identity(headers, body_id), user_key(headers))

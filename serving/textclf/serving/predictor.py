@@ -13,9 +13,10 @@ import numpy as np
 from kserve.protocol.infer_type import InferRequest, InferResponse
 
 from textclf.serving import metrics
+from textclf.serving.accounting import PredictionAccounting
 from textclf.serving.batcher import MicroBatcher
 from textclf.serving.bundle import fetch_bundle
-from textclf.serving.codec import predicted_labels, v1_response, v2_response
+from textclf.serving.codec import v1_response, v2_response
 from textclf.serving.config import ServingConfig
 from textclf.serving.explain import Explanation, check_explain_instances, explanations_v1_response
 from textclf.serving.inputs import (
@@ -23,10 +24,8 @@ from textclf.serving.inputs import (
     ParsedRequest,
     RequestKind,
     ValidatedInPreprocess,
-    parse_request,
 )
 from textclf.serving.models import ScoredBatch, ScoredText, ServedModel, load_served_model
-from textclf.serving.request_log import RequestLog
 
 
 @dataclass(frozen=True)
@@ -60,13 +59,13 @@ class ExplainedRequest:
     explanations: list[Explanation]
 
 
-class TextClassifierPredictor(ValidatedInPreprocess, kserve.Model):
+class TextClassifierPredictor(PredictionAccounting, ValidatedInPreprocess, kserve.Model):
     """Serves a transformer bundle's ONNX model, a classical bundle or a cascade bundle (:func:`load_served_model`)
     over KServe V1/V2 REST and V2 gRPC.
 
     Requests are validated in ``preprocess``, scored in ``predict`` through a :class:`MicroBatcher` (concurrent
     requests share model runs, grouped by token length) and formatted in ``postprocess``, which also records the
-    Prometheus metrics and the request log.
+    Prometheus metrics and the request log (:class:`PredictionAccounting`: request id, user key, latency).
 
     ``:explain`` requests (V1 only, as in KServe) go through the same ``preprocess``, then ``explain`` (occlusion,
     :mod:`textclf.serving.explain`) and ``postprocess``, which formats them without recording metrics or the request
@@ -79,14 +78,13 @@ class TextClassifierPredictor(ValidatedInPreprocess, kserve.Model):
     """
 
     def __init__(self, config: ServingConfig):
-        super().__init__(config.model_name)
+        super().__init__(config.model_name, return_response_headers=True)
         self.config = config
         self.limits = InputLimits(config.max_instances, config.max_text_bytes)
         self.served: ServedModel | None = None
         self.model_version = ""
         self._batcher: MicroBatcher[str, ScoredText] | None = None
         self._explainer: ThreadPoolExecutor | None = None
-        self._request_log: RequestLog | None = None
 
     def load(self) -> bool:
         """Fetch the bundle (an ``s3://`` / ``gs://`` ``model_dir`` is downloaded into ``model_cache_dir``, once),
@@ -120,10 +118,7 @@ class TextClassifierPredictor(ValidatedInPreprocess, kserve.Model):
             on_batch=lambda size: metrics.observe_batch(self.name, size),
         )
         self._explainer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="explain")
-        if self.config.request_log is not None:
-            self._request_log = RequestLog(
-                self.config.request_log, self.config.request_log_max_bytes, self.config.request_log_backups
-            )
+        self.open_request_log()
         self.ready = True
         return self.ready
 
@@ -134,9 +129,7 @@ class TextClassifierPredictor(ValidatedInPreprocess, kserve.Model):
         if self._explainer is not None:
             self._explainer.shutdown(wait=False, cancel_futures=True)
             self._explainer = None
-        if self._request_log is not None:
-            self._request_log.close()
-            self._request_log = None
+        self.close_request_log()
         self.ready = False
 
     async def preprocess(
@@ -146,7 +139,7 @@ class TextClassifierPredictor(ValidatedInPreprocess, kserve.Model):
 
         Args:
             payload: Decoded V1 JSON body or V2 ``InferRequest``.
-            headers: Request headers (unused).
+            headers: Request headers (the request id and the user key).
 
         Returns:
             The parsed request.
@@ -154,7 +147,7 @@ class TextClassifierPredictor(ValidatedInPreprocess, kserve.Model):
         Raises:
             kserve.errors.InvalidInput: The request is malformed or breaks a limit (HTTP 400 / INVALID_ARGUMENT).
         """
-        return parse_request(payload, self.limits)
+        return self.parse(payload, headers)
 
     async def predict(
         self, payload: ParsedRequest, headers: dict[str, str] | None = None,
@@ -171,7 +164,8 @@ class TextClassifierPredictor(ValidatedInPreprocess, kserve.Model):
             The request with its answers.
         """
         assert self._batcher is not None, "predict called before load"
-        rows = await self._batcher.submit(payload.texts)
+        with self.failures_counted():
+            rows = await self._batcher.submit(payload.texts)
         return ScoredRequest(payload, ScoredBatch.stack(rows))
 
     async def explain(self, payload: ParsedRequest, headers: dict[str, str] | None = None) -> ExplainedRequest:
@@ -207,25 +201,19 @@ class TextClassifierPredictor(ValidatedInPreprocess, kserve.Model):
         Args:
             result: The scored request, or (``:explain``) the explained one.
             headers: Request headers (unused).
-            response_headers: Response headers (unused).
+            response_headers: Response headers (``x-request-id`` is set).
 
         Returns:
-            V1 ``{"predictions": [...], "model_version": ...}`` or a V2 ``InferResponse``; for ``:explain``
-            ``{"explanations": [...], "model_version": ...}``.
+            V1 ``{"predictions": [...], "model_version": ..., "request_id": ...}`` or a V2 ``InferResponse`` (its
+            ``id`` the request id); for ``:explain`` ``{"explanations": [...], "model_version": ...}``.
         """
         assert self.served is not None, "postprocess called before load"
         if isinstance(result, ExplainedRequest):
             return explanations_v1_response(result.explanations, self.served.labels, self.model_version)
-        scores, names = result.scores, self.served.labels
-        labels = predicted_labels(scores.probabilities, names)
-        metrics.observe_predictions(self.name, labels, scores.probabilities)
-        if scores.stages is not None:
-            metrics.observe_stages(self.name, scores.stages)
-        if self._request_log is not None:
-            self._request_log.record(
-                result.request.texts, labels, scores.probabilities, names, self.model_version, scores.stages
-            )
-        if result.request.kind is RequestKind.V1:
-            return v1_response(scores.probabilities, names, self.model_version, scores.stages, scores.deferred)
+        scores, names, request = result.scores, self.served.labels, result.request
+        self.account(request, scores.probabilities, names, self.model_version, scores.stages, response_headers)
+        if request.kind is RequestKind.V1:
+            return v1_response(scores.probabilities, names, self.model_version, scores.stages, scores.deferred,
+                               request.request_id)
         return v2_response(scores.probabilities, names, self.name, self.model_version, result.request.request_id,
                            scores.stages, scores.deferred)

@@ -58,8 +58,9 @@ class ShadowPrediction:
 class RequestRecord:
     """One prediction, as one JSON line of the request log.
 
-    :class:`RequestLog` writes the first five fields, and ``stage`` for a cascade. The others are optional, for A/B
-    (canary) analysis, written by whatever routes or labels the traffic. On reading (:meth:`from_dict`), unknown
+    :class:`RequestLog` (and the monitor, from KServe's logger events) writes the first five fields, the prediction's
+    ``request_id``, ``latency_ms``, ``user_id`` when the caller sent a user key, and ``stage`` for a cascade. The
+    others (``variant``, ``true_label``, ``shadow``) are optional, written by whatever routes or labels the traffic. On reading (:meth:`from_dict`), unknown
     fields are ignored, an absent or ``null`` optional field is ``None``, and a present field must have its type:
 
     Attributes:
@@ -69,7 +70,9 @@ class RequestRecord:
         label: The predicted class: a non-empty string, the only required field.
         probabilities: ``{class: probability}``, each in [0, 1] (``{}`` reads as ``None``).
         model_version: Identifier of the model that served the request (``""`` when absent).
-        request_id: Joins delayed ground truth (a string; a JSON integer is kept as its string; ``""`` is ``None``).
+        request_id: The prediction's id (:func:`textclf.serving.contract.prediction_id`: the request id, with
+            ``#<index>`` for a request of several texts); joins delayed ground truth (a string; a JSON integer is kept
+            as its string; ``""`` is ``None``).
         user_id: The key hashed into a variant (as ``request_id``).
         variant: ``"control"``, ``"treatment"``, ... (``""`` is ``None``).
         latency_ms: Server-side latency of the request, a finite number >= 0.
@@ -273,10 +276,12 @@ class _RequestRecordFormatter(logging.Formatter):
     """Formats a log record whose ``msg`` holds :class:`RequestRecord`'s fields as one JSON line."""
 
     def format(self, record: logging.LogRecord) -> str:
-        timestamp, text, label, probabilities, label_names, model_version, stage = record.msg
+        (timestamp, text, label, probabilities, label_names, model_version, stage, request_id, user_id,
+         latency_ms) = record.msg
         return RequestRecord(timestamp=timestamp, text=text, label=label,
                              probabilities=dict(zip(label_names, probabilities, strict=True)),
-                             model_version=model_version, stage=stage).to_json()
+                             model_version=model_version, request_id=request_id, user_id=user_id,
+                             latency_ms=latency_ms, stage=stage).to_json()
 
 
 class RequestLog:
@@ -301,7 +306,8 @@ class RequestLog:
         self._listener.start()
 
     def record(self, texts: list[str], labels: list[str], probabilities: np.ndarray, label_names: tuple[str, ...],
-               model_version: str, stages: np.ndarray | None = None) -> None:
+               model_version: str, stages: np.ndarray | None = None, prediction_ids: list[str] | None = None,
+               user_id: str | None = None, latency_ms: float | None = None) -> None:
         """Queue one line per prediction of a request.
 
         Args:
@@ -311,11 +317,17 @@ class RequestLog:
             label_names: Class names in label-id order.
             model_version: Identifier of the served model.
             stages: For a cascade, the answering stage per text; None otherwise.
+            prediction_ids: Each prediction's id (``request_id`` of its line); None writes none.
+            user_id: The caller's user key, if sent.
+            latency_ms: The request's server-side latency (every line of the request gets it).
         """
         timestamp = datetime.now(timezone.utc).isoformat()
         stage_list = [None] * len(texts) if stages is None else stages.tolist()
-        for text, label, row, stage in zip(texts, labels, probabilities.tolist(), stage_list, strict=True):
-            self._logger.info((timestamp, text, label, row, label_names, model_version, stage))
+        id_list = [None] * len(texts) if prediction_ids is None else prediction_ids
+        for text, label, row, stage, prediction_id in zip(texts, labels, probabilities.tolist(), stage_list, id_list,
+                                                          strict=True):
+            self._logger.info((timestamp, text, label, row, label_names, model_version, stage, prediction_id,
+                               user_id, latency_ms))
 
     def close(self) -> None:
         """Write every queued line, then stop the background thread and close the file."""

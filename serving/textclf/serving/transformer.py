@@ -17,9 +17,9 @@ import numpy as np
 from kserve.errors import InferenceError
 from kserve.protocol.infer_type import InferInput, InferRequest, InferResponse
 
-from textclf.serving import metrics
+from textclf.serving.accounting import PredictionAccounting
 from textclf.serving.bundle import BundleError, BundleKind, ExportBundle, bundle_kind, fetch_bundle, load_bundle
-from textclf.serving.codec import pad, predicted_labels, softmax, tokenise, v1_response, v2_response
+from textclf.serving.codec import pad, softmax, tokenise, v1_response, v2_response
 from textclf.serving.config import ServingConfig
 from textclf.serving.contract import LOGITS
 from textclf.serving.inputs import (
@@ -27,7 +27,6 @@ from textclf.serving.inputs import (
     ParsedRequest,
     RequestKind,
     ValidatedInPreprocess,
-    parse_request,
 )
 
 
@@ -72,7 +71,7 @@ def int64_input(name: str, array: np.ndarray) -> InferInput:
     return tensor
 
 
-class TritonTextTransformer(ValidatedInPreprocess, kserve.Model):
+class TritonTextTransformer(PredictionAccounting, ValidatedInPreprocess, kserve.Model):
     """Tokenising front of a Triton predictor serving the exported model.
 
     The Triton address and protocol come from KServe's ``PredictorConfig`` (``ModelServer(predictor_config=...)``,
@@ -83,7 +82,7 @@ class TritonTextTransformer(ValidatedInPreprocess, kserve.Model):
     """
 
     def __init__(self, config: ServingConfig):
-        super().__init__(config.model_name)
+        super().__init__(config.model_name, return_response_headers=True)
         self.config = config
         self.limits = InputLimits(config.max_instances, config.max_text_bytes)
         self.bundle: ExportBundle | None = None
@@ -107,8 +106,14 @@ class TritonTextTransformer(ValidatedInPreprocess, kserve.Model):
                               "Triton runs one transformer bundle; serve this one without --predictor-host")
         self.bundle = load_bundle(root)
         self._tokenizer = self.bundle.load_tokenizer()
+        self.open_request_log()
         self.ready = True
         return self.ready
+
+    def stop(self) -> None:
+        """Flush and close the request log."""
+        self.close_request_log()
+        self.ready = False
 
     async def preprocess(
         self, payload: dict[str, Any] | InferRequest, headers: dict[str, str] | None = None
@@ -126,7 +131,7 @@ class TritonTextTransformer(ValidatedInPreprocess, kserve.Model):
             kserve.errors.InvalidInput: The request is malformed or breaks a limit.
         """
         assert self._tokenizer is not None, "preprocess called before load"
-        request = parse_request(payload, self.limits)
+        request = self.parse(payload, headers)
         batch = pad(tokenise(self._tokenizer, request.texts))
         infer_request = InferRequest(
             model_name=self.name, request_id=request.request_id,
@@ -148,7 +153,8 @@ class TritonTextTransformer(ValidatedInPreprocess, kserve.Model):
         Returns:
             Triton's response with the client request.
         """
-        response = await super().predict(payload.infer_request, headers, response_headers)
+        with self.failures_counted():
+            response = await super().predict(payload.infer_request, headers, response_headers)
         return TritonResult(payload.request, response)
 
     async def postprocess(
@@ -170,13 +176,15 @@ class TritonTextTransformer(ValidatedInPreprocess, kserve.Model):
             kserve.errors.InferenceError: Triton's response has no ``logits`` output.
         """
         assert self.bundle is not None, "postprocess called before load"
-        logits_output = result.response.get_output_by_name(LOGITS)
-        if logits_output is None:
-            raise InferenceError(f"predictor response has no {LOGITS!r} output")
-        logits = logits_output.as_numpy().reshape(len(result.request.texts), -1)
+        with self.failures_counted():
+            logits_output = result.response.get_output_by_name(LOGITS)
+            if logits_output is None:
+                raise InferenceError(f"predictor response has no {LOGITS!r} output")
+            logits = logits_output.as_numpy().reshape(len(result.request.texts), -1)
         probabilities = softmax(logits, self.bundle.temperature)
-        metrics.observe_predictions(self.name, predicted_labels(probabilities, self.bundle.labels), probabilities)
         model_version = result.response.model_version or self.bundle.git_commit[:12]
-        if result.request.kind is RequestKind.V1:
-            return v1_response(probabilities, self.bundle.labels, model_version)
-        return v2_response(probabilities, self.bundle.labels, self.name, model_version, result.request.request_id)
+        request = result.request
+        self.account(request, probabilities, self.bundle.labels, model_version, response_headers=response_headers)
+        if request.kind is RequestKind.V1:
+            return v1_response(probabilities, self.bundle.labels, model_version, request_id=request.request_id)
+        return v2_response(probabilities, self.bundle.labels, self.name, model_version, request.request_id)
