@@ -80,3 +80,9 @@ bench-quality: install
 
 clean:
 	rm -rf runs local_outputs .pytest_cache
+
+# promtool check/test rules on manifests/monitoring/prometheusrule.yaml (its unit tests: alerts.test.yml), and the
+# dashboard's queries and metrics against a real predictor and drift monitor. promtool: apt-get install prometheus.
+.PHONY: check-alerts
+check-alerts: install
+	$(PY) -m pytest tests/test_alerts.py $(PYTEST_ARGS)
