@@ -58,6 +58,10 @@ def test_first_candidate_is_promoted_because_there_is_no_production_model(retrai
     assert (first / "promote-op").is_dir() and not (first / "archive-op").exists()
     manifest_note = (first / "promote-op" / "manifest").read_text()
     assert "KServe cannot download from local disk" in manifest_note  # a local registry renders no manifest
+    # rollout_mode "registry" (the default): no canary; the drift reference is rebuilt for the promoted model.
+    assert not (first / "rollout-op").exists()
+    reference = json.loads((first / "drift-reference-op-2" / "reference" / "reference.json").read_text())
+    assert reference["rows"] > 0 and (first / "drift-reference-op-2" / "reference" / "reference.parquet").is_file()
 
 
 def test_second_candidate_is_archived_with_the_gate_reason(retraining_runs):
@@ -66,6 +70,7 @@ def test_second_candidate_is_archived_with_the_gate_reason(retraining_runs):
     assert verdict["decision"] == "archive" and verdict["has_production"] is True
     assert verdict["n"] == 100  # both models scored on the same 100 test rows
     assert (second / "archive-op").is_dir() and not (second / "promote-op").exists()
+    assert not list(second.glob("drift-reference-op*"))  # nothing promoted, the reference stays
     rows = {row["version"]: row for row in registry.list_versions()}
     first_version, second_version = sorted(rows)
     assert rows[first_version]["status"] == PRODUCTION

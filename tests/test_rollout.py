@@ -629,6 +629,41 @@ def test_pipeline_checks_rollout_parameters():
     assert inputs["ab_min_labelled"].default == RolloutGuards().min_labelled
 
 
+def test_pipeline_promote_branch_runs_the_rollout_or_the_registry_promotion():
+    """gate promotes -> rollout_mode kserve: rollout_op, and the drift reference only when it promoted; else
+    promote_op then the drift reference. The archive branch is unchanged."""
+    from google.protobuf import json_format
+    from textclf.pipelines.retraining.pipeline import retraining_pipeline
+
+    spec = json_format.MessageToDict(retraining_pipeline.pipeline_spec)
+    found = {}
+
+    def walk(dag, conditions, after):  # after: the upstream tasks of this DAG and of the ones around it
+        for name, task in dag.get("tasks", {}).items():
+            condition = task.get("triggerPolicy", {}).get("condition")
+            here = (*conditions, condition) if condition else conditions
+            upstream = after | {t for t in task.get("dependentTasks", []) if not t.startswith("condition")}
+            component = spec["components"][task["componentRef"]["name"]]
+            if "dag" in component:
+                walk(component["dag"], here, upstream)
+            else:
+                found[name] = (here, upstream)
+
+    walk(spec["root"]["dag"], (), set())
+    gate = "inputs.parameter_values['pipelinechannel--gate-op-Output'] == 'promote'"
+    kserve = "inputs.parameter_values['pipelinechannel--rollout_mode'] == 'kserve'"
+    promoted = "inputs.parameter_values['pipelinechannel--rollout-op-Output'] == 'promote'"
+    assert found["rollout-op"][0] == (gate, kserve)
+    assert found["drift-reference-op"][0] == (gate, kserve, promoted) and "rollout-op" in found["drift-reference-op"][1]
+    assert found["promote-op"][0] == (gate, f"!({kserve})")
+    assert found["drift-reference-op-2"][0] == (gate, f"!({kserve})")
+    assert "promote-op" in found["drift-reference-op-2"][1]
+    assert found["archive-op"][0] == (f"!({gate})",)
+    wired = spec["components"]["comp-condition-4"]["dag"]["tasks"]["rollout-op"]["inputs"]["parameters"]
+    assert {"monitor_url", "canary_traffic_percent", "ab_window_seconds", "max_error_rate", "prometheus_url",
+            "namespace", "registry_serving_uri"} <= set(wired)
+
+
 # --- RBAC --------------------------------------------------------------------------------------------------------
 
 

@@ -23,6 +23,7 @@ from textclf.config import (
     parse_text_columns,
 )
 from textclf.gate import GateConfig
+from textclf.rollout import RolloutConfig, RolloutGuards
 
 @dataclasses.dataclass(frozen=True)
 class ConfigView:
@@ -49,6 +50,10 @@ PARAMETER_CONFIGS: tuple[ConfigView, ...] = (
     ConfigView(EnsembleConfig, {"ensemble_method": "method"}, by_name=False),
     ConfigView(CascadeConfig, {"cascade_accuracy_tolerance": "accuracy_tolerance", "cascade_confidence": "confidence",
                                "cascade_stage2_returns": "stage2_returns"}, by_name=False),
+    ConfigView(RolloutConfig),
+    ConfigView(RolloutGuards, {"ab_min_labelled": "min_labelled", "ab_alpha": "alpha",
+                               "max_accuracy_drop": "max_accuracy_drop", "max_p99_latency_ratio": "max_p99_latency_ratio",
+                               "max_error_rate": "max_error_rate"}, by_name=False),
 )
 
 

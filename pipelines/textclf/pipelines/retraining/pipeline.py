@@ -1,13 +1,24 @@
 """The ``retraining`` pipeline: current + newly labelled data -> validate (same leakage checks) -> train a candidate
 -> evaluate it and the production model on the same held-out test set -> register the candidate -> promotion gate
-(McNemar's test AND a minimum accuracy gain) -> ``dsl.If``: promote and render the InferenceService, ``dsl.Else``:
-archive with the gate's reason.
+(McNemar's test AND a minimum accuracy gain) -> ``dsl.If``: promote, ``dsl.Else``: archive with the gate's reason.
 
-Parameter defaults come from the typed configs (:mod:`textclf.config`, :class:`textclf.gate.GateConfig`), as in the
-training pipeline, whose model-building steps it reuses (:func:`textclf.pipelines.training.pipeline.add_model_steps`).
+How a passed candidate is promoted is ``rollout_mode`` (a pipeline parameter, so one compiled YAML serves both):
+
+* ``registry`` (the default: no cluster needed, what ``make loop`` and the local runner use): the registry's
+  production pointer moves at once and the InferenceService for it is rendered as an artifact (``promote_op``).
+* ``kserve``: the candidate runs as a KServe canary at ``canary_traffic_percent`` through the Kubernetes API
+  (``rollout_op``, RBAC in ``manifests/rollout``); after the A/B window (the monitor's ``/v1/ab`` evidence,
+  latency and error-rate guards) it is promoted to 100% or rolled back, and the registry's pointer follows what
+  is served.
+
+After a promotion (either mode) the drift reference is rebuilt for the promoted model (``drift_reference_op``).
+
+Parameter defaults come from the typed configs (:mod:`textclf.config`, :class:`textclf.gate.GateConfig`,
+:class:`textclf.rollout.RolloutConfig`, :class:`textclf.rollout.RolloutGuards`), as in the training pipeline, whose
+model-building steps it reuses (:func:`textclf.pipelines.training.pipeline.add_model_steps`).
 """
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, Dataset, Markdown, Metrics, Model
@@ -16,10 +27,14 @@ from textclf.config import ExportConfig, IngestConfig, SplitConfig, TrainConfig
 from textclf.evaluate.component import evaluate_production_op
 from textclf.gate import GateConfig
 from textclf.gate.component import gate_op
-from textclf.pipelines.training.pipeline import add_model_steps, pipeline_parameters, train_component_for
+from textclf.monitor.component import drift_reference_op
+from textclf.pipelines.training.pipeline import add_model_steps, bind, pipeline_parameters, train_component_for
 from textclf.registry.component import archive_op, promote_op, register_op
+from textclf.rollout import RolloutConfig, RolloutGuards
+from textclf.rollout.component import rollout_op
 
 _INGEST, _SPLIT, _TRAIN, _EXPORT, _GATE = IngestConfig, SplitConfig, TrainConfig, ExportConfig, GateConfig
+_ROLLOUT, _GUARDS = RolloutConfig(), RolloutGuards()
 
 #: What a run hands back: the training pipeline's outputs, the registered candidate and the gate's decision.
 RetrainingOutputs = NamedTuple(
@@ -32,7 +47,8 @@ RetrainingOutputs = NamedTuple(
 @dsl.pipeline(
     name="textclf-retraining",
     description="Retrain on current + newly labelled data, compare the candidate with the production model on the "
-    "same test set (McNemar + minimum gain) and promote it (registry + InferenceService) or archive it.",
+    "same test set (McNemar + minimum gain) and promote it (registry + InferenceService, or a KServe canary with an "
+    "A/B window, then promote or roll back) or archive it.",
 )
 def retraining_pipeline(
     dataset_uri: str,
@@ -61,13 +77,27 @@ def retraining_pipeline(
     alpha: float = _GATE.alpha,
     min_improvement: float = _GATE.min_improvement,
     inference_service_name: str = "textclf",
-    canary_traffic_percent: int = -1,
+    rollout_mode: str = _ROLLOUT.rollout_mode,
+    monitor_url: str = "",
+    namespace: str = "",
+    prometheus_url: str = "",
+    registry_serving_uri: str = "",
+    canary_traffic_percent: int = _ROLLOUT.canary_traffic_percent,
+    ab_window_seconds: int = _ROLLOUT.ab_window_seconds,
+    ab_poll_seconds: int = _ROLLOUT.ab_poll_seconds,
+    ab_min_labelled: int = _GUARDS.min_labelled,
+    ab_alpha: float = _GUARDS.alpha,
+    max_accuracy_drop: float = _GUARDS.max_accuracy_drop,
+    max_p99_latency_ratio: float = _GUARDS.max_p99_latency_ratio,
+    max_error_rate: float = _GUARDS.max_error_rate,
 ) -> RetrainingOutputs:
     """Args: as the training pipeline, plus ``registry_uri`` (required: where production is read and the candidate
     registered), ``new_rows_uri`` (directory with a ``train`` file of newly labelled rows), ``trigger_reason``
     (recorded with the candidate), ``alpha`` / ``min_improvement`` (the gate: 0.005 = +0.5 points; 0.02 = the
-    design's +2%), ``canary_traffic_percent`` (-1: all traffic to the promoted model)."""
-    steps = add_model_steps(train_component_for(False), False, pipeline_parameters(locals()))
+    design's +2%), ``rollout_mode`` (``registry``: promote in the registry at once; ``kserve``: canary on the
+    cluster, see the module docstring) and the canary's settings (used with ``kserve`` only; see ``rollout_op``)."""
+    parameters = pipeline_parameters(locals())
+    steps = add_model_steps(train_component_for(False), False, parameters)
     production = evaluate_production_op(registry_uri=registry_uri, splits=steps.split.outputs["splits"])
     production.set_display_name("evaluate-production").set_memory_limit("8G").set_caching_options(False)
     register = register_op(
@@ -79,11 +109,25 @@ def retraining_pipeline(
         production_evaluation=production.outputs["evaluation"],
         has_production=production.outputs["Output"], alpha=alpha, min_improvement=min_improvement,
     ).set_display_name("promotion-gate").set_caching_options(False)
+    def drift_reference(promoted: Any) -> None:
+        """The drift reference of the promoted model (the monitor compares live traffic with it)."""
+        drift_reference_op(splits=steps.split.outputs["splits"], onnx_model=steps.export.outputs["onnx_model"],
+                           ).after(promoted).set_display_name("drift-reference").set_memory_limit("8G")
+
     with dsl.If(gate.outputs["Output"] == "promote", name="gate-promotes"):
-        promote_op(
-            registry_uri=registry_uri, version=register.output, decision=gate.outputs["decision"],
-            inference_service_name=inference_service_name, canary_traffic_percent=canary_traffic_percent,
-        ).set_display_name("promote").set_caching_options(False)
+        with dsl.If(rollout_mode == "kserve", name="canary-rollout"):
+            rollout = bind(rollout_op, parameters, version=register.output, decision=gate.outputs["decision"])
+            rollout.set_display_name("canary-rollout").set_caching_options(False)
+            with dsl.If(rollout.outputs["Output"] == "promote", name="canary-promoted"):
+                drift_reference(rollout)
+        with dsl.Else(name="registry-promote"):
+            # The pointer moves at once, so the rendered InferenceService sends all traffic to the new model (a canary
+            # manifest would make the pointer name a model that serves only part of it).
+            promote = promote_op(
+                registry_uri=registry_uri, version=register.output, decision=gate.outputs["decision"],
+                inference_service_name=inference_service_name,
+            ).set_display_name("promote").set_caching_options(False)
+            drift_reference(promote)
     with dsl.Else(name="gate-archives"):
         archive_op(
             registry_uri=registry_uri, version=register.output, decision=gate.outputs["decision"],
