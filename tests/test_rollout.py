@@ -188,7 +188,7 @@ def test_canary_then_promote(cluster, registry):
     # The checks read it, every write is preceded by a fresh GET (its resourceVersion), readiness is a GET.
     assert [r.method for r in cluster.kube.requests] == ["GET", "GET", "PATCH", "GET", "GET", "PATCH"]
     (query,) = [r.query for r in cluster.evidence.requests]
-    assert query == {"control": PROD, "treatment": CAND}
+    assert query == {"control": PROD, "treatment": CAND, "alpha": "0.05", "min_labelled": "100"}
 
     served = cluster.kube.get(NAMESPACE, "textclf")
     predictor = served["spec"]["predictor"]
@@ -253,6 +253,15 @@ def test_monitor_down_during_the_whole_window_rolls_back(cluster, registry):
                                                              ab_poll_seconds=30))
     assert result.action == ROLLBACK and "A/B evidence unavailable" in result.reason
     assert registry.production_version() == PROD
+
+
+def test_no_stored_predictions_yet_keeps_waiting(cluster, registry):
+    """The monitor answers 404 until it has predictions of either version; then the evidence comes."""
+    report = ab_report(*SAME)
+    answers = iter([(404, {"error": f"no stored predictions of model version {PROD!r} or {CAND!r}"})] * 2)
+    cluster.evidence.routes["/v1/ab"] = lambda query: next(answers, (200, report))
+    result = rollout(cluster, registry)
+    assert result.action == PROMOTE and result.polls == 3
 
 
 def test_error_rate_guard_from_prometheus_rolls_back(cluster, registry):
@@ -343,6 +352,16 @@ def test_api_error_on_promotion_restores_the_spec_and_leaves_the_registry_unchan
     assert [w.body["spec"]["predictor"].get("canaryTrafficPercent", "absent") for w in writes] == [10, None, None]
     assert writes[2].body == restore_body("102")
     assert cluster.kube.get(NAMESPACE, "textclf")["spec"] == before["spec"]
+
+
+def test_any_error_during_the_window_undoes_the_canary(cluster, registry):
+    report = ab_report(*SAME)
+    del report["variants"]["treatment"]["correct"]  # a report decide() cannot read
+    cluster.evidence.routes["/v1/ab"] = lambda query: (200, report)
+    before_index, before = index_bytes(registry), cluster.kube.get(NAMESPACE, "textclf")
+    with pytest.raises(RolloutError, match="KeyError during the canary.*previous spec was restored"):
+        rollout(cluster, registry)
+    assert cluster.kube.get(NAMESPACE, "textclf")["spec"] == before["spec"] and index_bytes(registry) == before_index
 
 
 def test_registry_refusal_after_promotion_restores_the_spec(cluster, registry, monkeypatch):

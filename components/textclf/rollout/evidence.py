@@ -1,9 +1,9 @@
 """Clients for the rollout's evidence: the drift monitor's A/B endpoint and Prometheus' query API.
 
 Monitor
-    ``GET {monitor_url}/v1/ab?control=<model_version>&treatment=<model_version>`` answers the report of
-    :func:`textclf.monitor.abtest.analyse_ab_log` over the monitor's prediction store and the labels fed back to it
-    (JSON). The monitor owns the evidence (it holds the requests and the late labels); the rollout component owns
+    ``GET {monitor_url}/v1/ab?control=<model_version>&treatment=<model_version>[&alpha=&min_labelled=]`` answers
+    the report of :func:`textclf.monitor.abtest.analyse_ab_log` over the monitor's prediction store and the labels
+    fed back to it (JSON); 404 while it has no predictions of either version (the rollout keeps waiting). The monitor owns the evidence (it holds the requests and the late labels); the rollout component owns
     the decision and the actions.
 
 Prometheus
@@ -106,14 +106,24 @@ class MonitorClient:
         self.base_url = base_url.rstrip("/")
         self.settings = settings or HttpSettings()
 
-    def ab_report(self, control: str, treatment: str) -> dict[str, Any]:
+    def ab_report(self, control: str, treatment: str, *, alpha: float | None = None,
+                  min_labelled: int | None = None) -> dict[str, Any]:
         """The A/B report of ``treatment`` (the canary's model version) against ``control`` (production's).
+
+        Args:
+            control: Production's model version.
+            treatment: The candidate's.
+            alpha: Significance level for the report's own verdict (the monitor's default when None).
+            min_labelled: Labelled requests per variant for the report's verdict (likewise).
 
         Raises:
             RolloutError: The monitor is unreachable, refuses the request, or answers something that is not an A/B
                 report (no ``comparison`` / ``variants``).
         """
-        query = urllib.parse.urlencode({"control": control, "treatment": treatment})
+        params: dict[str, Any] = {"control": control, "treatment": treatment}
+        params.update({name: value for name, value in (("alpha", alpha), ("min_labelled", min_labelled))
+                       if value is not None})
+        query = urllib.parse.urlencode(params)
         url = f"{self.base_url}{AB_PATH}?{query}"
         status, body = get_json(url, self.settings)
         if status != 200:

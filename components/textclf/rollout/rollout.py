@@ -27,9 +27,11 @@ Order of operations (the invariant: the registry's production pointer names what
       accepted the change. So any Kubernetes API error (404, 409 after every retry, 5xx, unreachable) raises
       before a registry write: **the registry is unchanged**.
     * During the canary the pointer stays on the production version (it still serves ``100 - N`` %).
-    * An API error after the canary was applied (while waiting, or on the promote patch) triggers one
-      best-effort restore of the previous spec before the error is raised, so no half-finished canary is left; if
-      that restore fails too, the error says the InferenceService is still at the canary and how to undo it.
+    * An error after the canary was applied (an API error while waiting or on the promote patch, or anything else
+      during the window) triggers one best-effort restore of the previous spec before the error is raised, so no
+      half-finished canary is left; if that restore fails too, the error says the InferenceService may still run
+      the canary. A step killed outright (pipeline timeout, node loss) leaves the canary running: the next rollout
+      refuses to start on it ("already runs a canary") until it is promoted or undone by hand.
     * If the registry refuses the promotion after the cluster promoted (e.g. someone archived the candidate
       meanwhile), the previous spec is restored on the cluster (compensation), so served and registered agree
       again, and the error is raised.
@@ -213,7 +215,8 @@ class Rollout:
                 warnings.append(f"error rate not checked this time: {exc}")
         assert self.monitor is not None
         try:
-            report = self.monitor.ab_report(control, self.candidate)
+            report = self.monitor.ab_report(control, self.candidate, alpha=self.guards.alpha,
+                                            min_labelled=self.guards.min_labelled)
         except RolloutError as exc:
             action = ROLLBACK if at_deadline else WAIT
             why = "A/B window over without evidence, rolled back (the safe default)" if at_deadline else "waiting"
@@ -327,17 +330,18 @@ class Rollout:
             result.action, result.reason = decision.action, decision.reason
             if decision.action == PROMOTE:
                 self._patch(result, "promote", promote_patch())
-        except KubeApiError as exc:
+        except Exception as exc:  # an API error, or anything else once the canary runs: undo it, then raise
+            what = "Kubernetes API error" if isinstance(exc, KubeApiError) else f"{type(exc).__name__}"
             try:
-                self._restore(result, live, applied, "restore-after-api-error")
+                self._restore(result, live, applied, "restore-after-error")
             except KubeApiError as undo:
                 raise RolloutError(
-                    f"Kubernetes API error during the canary of {self.candidate} ({exc}); restoring the previous "
-                    f"spec failed too ({undo}): {self._where()} may still run the canary at "
-                    f"{self.config.canary_traffic_percent}%; the registry was not changed"
+                    f"{what} during the canary of {self.candidate} ({exc}); restoring the previous spec failed too "
+                    f"({undo}): {self._where()} may still run the canary at {self.config.canary_traffic_percent}%; "
+                    "the registry was not changed"
                 ) from exc
-            raise RolloutError(f"Kubernetes API error during the canary of {self.candidate} ({exc}); the previous "
-                               f"spec was restored and the registry was not changed") from exc
+            raise RolloutError(f"{what} during the canary of {self.candidate} ({exc}); the previous spec was "
+                               "restored and the registry was not changed") from exc
 
         if decision.action == PROMOTE:
             self._registry_promote(result, live, applied, f"canary rollout: {decision.reason}")
