@@ -466,9 +466,8 @@ def test_monitor_manifests_validate_and_are_locked_down():
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert ports["metrics"] == args.metrics_port
     mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
-    assert mounts["/var/log/textclf"]["readOnly"] is True and "/tmp" in mounts
-    assert str(args.request_log[0]).startswith("/var/log/textclf") and str(args.state_dir).startswith(
-        "/var/lib/textclf-monitor")
+    assert "/tmp" in mounts and "/var/log/textclf" not in mounts, "events from KServe's logger, no shared log file"
+    assert args.request_log == [] and str(args.state_dir).startswith("/var/lib/textclf-monitor")
     claims = {v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"] if "persistentVolumeClaim" in v}
     assert claims == {name for kind, name in by_kind if kind == "PersistentVolumeClaim"}
     (token,) = [v for v in pod["volumes"] if "projected" in v]
@@ -490,6 +489,14 @@ def test_monitor_manifests_validate_and_are_locked_down():
     service = by_kind[("Service", "textclf-drift-monitor")]
     assert service["spec"]["selector"].items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
     assert service["spec"]["ports"][0]["targetPort"] == "metrics"
+    # every InferenceService overlay logs to this Service's event endpoint (the cascade graph is the exception)
+    from textclf.monitor.endpoints import EVENTS_PATH
+
+    expected_url = f"http://{service['metadata']['name']}:{service['spec']['ports'][0]['port']}{EVENTS_PATH}"
+    for overlay, component in (("cpu", "predictor"), ("custom-container", "predictor"), ("gpu-triton", "transformer")):
+        (isvc,) = [r for r in render(MANIFESTS / "overlays" / overlay) if r["kind"] == "InferenceService"]
+        logger = isvc["spec"][component]["logger"]
+        assert logger == {"mode": "all", "url": expected_url, "metadataHeaders": ["X-User-Id"]}, overlay
 
 
 def test_manifest_validation_catches_a_broken_deployment():

@@ -57,6 +57,14 @@ class DriftConfig:
         seed: Seed for reference sampling and the domain classifier.
         keep_reports: HTML reports the service keeps (each is ~4 MB, self-contained); older ones are deleted, the
             JSON results are kept. 0 keeps all.
+        accuracy_baseline: The accuracy the production model is held to once ground truth is fed back (its test
+            accuracy); 0 takes the reference's ``test_accuracy`` and, when it has none, turns the accuracy signal
+            off.
+        accuracy_tolerance: How far below the baseline live accuracy may fall before it counts as a drop.
+        accuracy_alpha: Significance of the accuracy signal: an exact one-sided binomial test of the last
+            ``accuracy_window`` labels of the reference's model version against ``baseline - tolerance``.
+        accuracy_window: Most recent labels the live accuracy (and its gauge) is computed on.
+        min_labelled: Fewest labels the accuracy signal needs before it is tested (and added to a check).
     """
 
     window_size: int = 500
@@ -74,6 +82,11 @@ class DriftConfig:
     domain_max_reference: int = 5000
     seed: int = 42
     keep_reports: int = 100
+    accuracy_baseline: float = 0.0
+    accuracy_tolerance: float = 0.02
+    accuracy_alpha: float = 0.01
+    accuracy_window: int = 500
+    min_labelled: int = 100
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "signals", tuple(self.signals))
@@ -113,6 +126,14 @@ class DriftConfig:
             raise ConfigError(f"domain_folds must be >= 2, got {self.domain_folds}")
         if self.domain_features < 2**10 or self.domain_max_reference < 100:
             raise ConfigError("domain_features must be >= 1024 and domain_max_reference >= 100")
+        if not 0.0 <= self.accuracy_baseline <= 1.0 or not 0.0 <= self.accuracy_tolerance < 1.0:
+            raise ConfigError(f"accuracy_baseline must be in [0, 1] and accuracy_tolerance in [0, 1), got "
+                              f"{self.accuracy_baseline}, {self.accuracy_tolerance}")
+        if not 0.0 < self.accuracy_alpha < 1.0:
+            raise ConfigError(f"accuracy_alpha must be in (0, 1), got {self.accuracy_alpha}")
+        if self.min_labelled < 1 or self.accuracy_window < self.min_labelled:
+            raise ConfigError(f"need 1 <= min_labelled <= accuracy_window, got {self.min_labelled}, "
+                              f"{self.accuracy_window}")
         if self.keep_reports < 0:
             raise ConfigError(f"keep_reports must be >= 0 (0 = keep all), got {self.keep_reports}")
 

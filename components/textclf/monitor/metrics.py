@@ -7,10 +7,12 @@ and ``/healthz/ready`` (200 or 503, used by the Deployment's probes).
 
 from __future__ import annotations
 
+import json
 import logging
 import socketserver
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from http import HTTPStatus
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
@@ -102,8 +104,12 @@ class _ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
     daemon_threads = True
 
 
+#: A route's handler: the WSGI environ in, ``(HTTP status, JSON-ready body)`` out.
+RouteHandler = Callable[[dict[str, Any]], tuple[int, Any]]
+
+
 class MetricsServer:
-    """``/metrics`` and health endpoints on a background thread.
+    """``/metrics``, the health endpoints and the monitor's API routes on a background thread.
 
     Args:
         metrics: What ``/metrics`` serves.
@@ -111,11 +117,16 @@ class MetricsServer:
         host: Interface to bind.
         live: Returns whether the monitor loop is alive (``/healthz/live``).
         ready: Returns whether the monitor is ready (``/healthz/ready``).
+        routes: ``{(method, path): handler}`` answered as JSON (:mod:`textclf.monitor.endpoints`); a known path
+            with another method gets 405.
     """
 
     def __init__(self, metrics: MonitorMetrics, port: int, host: str = "0.0.0.0",
-                 live: Callable[[], bool] = lambda: True, ready: Callable[[], bool] = lambda: True):
+                 live: Callable[[], bool] = lambda: True, ready: Callable[[], bool] = lambda: True,
+                 routes: Mapping[tuple[str, str], RouteHandler] | None = None):
         prometheus = make_wsgi_app(metrics.registry)
+        routes = dict(routes or {})
+        paths = {path for _, path in routes}
 
         def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
             path = environ.get("PATH_INFO", "/")
@@ -123,6 +134,20 @@ class MetricsServer:
                 ok = (live if path.endswith("live") else ready)()
                 start_response("200 OK" if ok else "503 Service Unavailable", [("Content-Type", "text/plain")])
                 return [b"ok\n" if ok else b"unhealthy\n"]
+            if path in paths:
+                handler = routes.get((environ.get("REQUEST_METHOD", "GET"), path))
+                if handler is None:
+                    status, body = 405, {"error": f"{environ.get('REQUEST_METHOD')} not allowed on {path}"}
+                else:
+                    try:
+                        status, body = handler(environ)
+                    except Exception as exc:  # a handler bug must answer, not kill the thread
+                        log.exception("%s %s failed", environ.get("REQUEST_METHOD"), path)
+                        status, body = 500, {"error": f"{type(exc).__name__}: {exc}"}
+                payload = json.dumps(body, default=str).encode()
+                start_response(f"{status} {HTTPStatus(status).phrase}",
+                               [("Content-Type", "application/json"), ("Content-Length", str(len(payload)))])
+                return [payload]
             return prometheus(environ, start_response)
 
         self._server = make_server(host, port, app, server_class=_ThreadingWSGIServer, handler_class=_QuietHandler)

@@ -31,8 +31,10 @@ from textclf.monitor.config import DriftConfig
 from textclf.monitor.detector import Cooldown, DriftDetector
 from textclf.monitor.metrics import MonitorMetrics
 from textclf.monitor.reference import Reference
-from textclf.monitor.result import DriftResult
-from textclf.monitor.tailer import LogTailer, read_request_log, rows_to_window
+from textclf.monitor.result import DriftResult, SignalResult, drift_score
+from textclf.monitor.store import STORE_FILE, PredictionStore
+from textclf.monitor.tailer import LogTailer, read_request_log, rows_to_window, window_row
+from textclf.serving.request_log import RequestRecordError
 from textclf.provenance import read_json, write_json
 
 log = logging.getLogger(__name__)
@@ -52,6 +54,7 @@ class MonitorState:
     """What survives a restart (``state.json``)."""
 
     positions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    store_seq: int = 0
     pending: list[dict[str, Any]] = field(default_factory=list)
     cooldown: dict[str, Any] = field(default_factory=dict)
     reference_fingerprint: str = ""
@@ -91,8 +94,16 @@ class MonitorState:
 class DriftMonitor:
     """Tails the request log and checks windows against the reference (see the module docstring).
 
+    Every prediction goes through the :class:`PredictionStore` (``predictions.sqlite`` in the state directory):
+    the request log's lines are stored there (once, whatever is re-read after a restart), the HTTP endpoint stores
+    KServe's logger events there, and windows are read from it in insertion order (``store_seq`` in the state).
+    When ground truth is fed back and an accuracy baseline is known, every check also tests the ``accuracy``
+    signal (:meth:`accuracy_signal`): a significant drop is a drift like any other, under the same cooldown and in
+    the same check record.
+
     Args:
-        request_logs: Log file(s) or a directory of ``*.jsonl`` logs.
+        request_logs: Log file(s) or a directory of ``*.jsonl`` logs; empty when predictions arrive only as
+            events.
         reference: The production model's reference.
         state_dir: Where ``state.json`` and ``checks/`` live (created).
         config: Drift settings.
@@ -102,12 +113,13 @@ class DriftMonitor:
         metrics: Gauges to update (default: a fresh :class:`MonitorMetrics`).
         clock: Time source (Unix seconds), for tests.
         write_html: Write the HTML report of every check.
+        store: The prediction store (default: ``predictions.sqlite`` in ``state_dir``).
     """
 
     def __init__(self, request_logs: str | Path | Sequence[str | Path], reference: Reference,
                  state_dir: str | Path, config: DriftConfig | None = None, on_drift: OnDrift | None = None,
                  metrics: MonitorMetrics | None = None, clock: Callable[[], float] = time.time,
-                 write_html: bool = True):
+                 write_html: bool = True, store: PredictionStore | None = None):
         self.request_logs = [request_logs] if isinstance(request_logs, (str, Path)) else list(request_logs)
         self.config = config or DriftConfig()
         self.detector = DriftDetector(reference, self.config)
@@ -128,6 +140,10 @@ class DriftMonitor:
         self.state.reference_fingerprint = reference.fingerprint
         self.cooldown = Cooldown.from_dict(self.state.cooldown)
         self.tailer = LogTailer(self.request_logs, self.state.positions)
+        self.store = store or PredictionStore(self.state_dir / STORE_FILE, reference.labels, clock)
+        self.accuracy_baseline = self.config.accuracy_baseline or float(
+            reference.meta.get("test_accuracy") or 0.0)
+        self.metrics.accuracy_baseline.set(self.accuracy_baseline)
         self.last_poll: float | None = None
         self._warned_versions: set[str] = set()
         self.metrics.pending_rows.set(len(self.state.pending))
@@ -135,9 +151,21 @@ class DriftMonitor:
     # -- reading --
 
     def _read(self) -> list[dict[str, Any]]:
-        found = self.tailer.read()
-        self.state.positions = self.tailer.positions_state()
-        rows, malformed = found.rows, found.malformed
+        malformed = 0
+        if self.request_logs:
+            found = self.tailer.read()
+            self.store.add_records(found.records)  # before the positions are saved: a crash re-reads, not loses
+            self.state.positions = self.tailer.positions_state()
+            malformed = found.malformed
+        rows = []
+        for seq, record in self.store.records_after(self.state.store_seq):
+            self.state.store_seq = seq
+            try:
+                rows.append(window_row(record))
+            except RequestRecordError:
+                malformed += 1
+                continue
+            self.metrics.predictions.labels(model_version=record.model_version).inc()
         self.state.rows_read += len(rows)
         self.state.malformed_lines += malformed
         self.state.malformed_since_check += malformed
@@ -187,6 +215,7 @@ class DriftMonitor:
         self.last_poll = self.clock()
         self.metrics.last_poll.set(self.last_poll)
         self.metrics.pending_rows.set(len(self.state.pending))
+        self.refresh_accuracy()
         if rows or results:
             self._save_state()
         return [r for r in results if r is not None]
@@ -213,6 +242,7 @@ class DriftMonitor:
         now = self.clock()
         try:
             result = self.detector.check(rows_to_window(window), now=now)
+            self._add_accuracy(result)
         except Exception:  # a window that cannot be checked must not stop the monitor (it is dropped)
             log.exception("drift check of %d rows failed; window dropped", len(window))
             self.state.check_errors += 1
@@ -246,6 +276,53 @@ class DriftMonitor:
         self.metrics.observe_check(result)
         log.info(result.summary())
         return result
+
+    # -- ground truth --
+
+    def refresh_accuracy(self) -> None:
+        """Set the live-accuracy gauges from the stored labels (per model version, the last
+        ``accuracy_window``)."""
+        for version, (correct, labelled) in self.store.live_accuracy(self.config.accuracy_window).items():
+            self.metrics.live_labelled.labels(model_version=version).set(labelled)
+            if labelled:
+                self.metrics.live_accuracy.labels(model_version=version).set(correct / labelled)
+
+    def accuracy_signal(self) -> SignalResult | None:
+        """The ``accuracy`` signal: is the live accuracy of the reference's model version significantly below
+        ``baseline - accuracy_tolerance``? An exact one-sided binomial test of its last ``accuracy_window`` labels
+        (``scipy.stats.binomtest``, ``alternative="less"``), drifted when ``p < accuracy_alpha``.
+
+        Returns:
+            None when no baseline is known or fewer than ``min_labelled`` labels are in.
+        """
+        from scipy.stats import binomtest
+
+        config = self.config
+        if not self.accuracy_baseline:
+            return None
+        labelled = self.store.labelled(self.reference.model_version, config.accuracy_window)
+        if len(labelled) < config.min_labelled:
+            return None
+        correct = sum(item.correct for item in labelled)
+        floor = max(self.accuracy_baseline - config.accuracy_tolerance, 1e-9)
+        p_value = float(binomtest(correct, len(labelled), floor, alternative="less").pvalue)
+        return SignalResult(
+            name="accuracy", method="binomial test (exact, one-sided)", p_value=p_value,
+            threshold=config.accuracy_alpha, drifted=p_value < config.accuracy_alpha,
+            statistic=correct / len(labelled), reference={"accuracy": self.accuracy_baseline, "floor": floor},
+            current={"accuracy": correct / len(labelled), "labelled": float(len(labelled))},
+        )
+
+    def _add_accuracy(self, result: DriftResult) -> None:
+        signal = self.accuracy_signal()
+        if signal is None:
+            return
+        result.signals.append(signal)
+        result.drift_detected = result.drift_detected or signal.drifted
+        result.drift_score = drift_score(result.signals)
+        result.drifted_share = sum(s.drifted for s in result.signals) / len(result.signals)
+        self.metrics.accuracy_drop_detected.set(1 if signal.drifted else 0)
+        self.metrics.accuracy_checks.labels(outcome="drop" if signal.drifted else "no_drop").inc()
 
     def _warn_foreign_versions(self, result: DriftResult) -> None:
         expected = self.reference.model_version

@@ -20,7 +20,7 @@ import hashlib
 import logging
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -185,10 +185,12 @@ def rows_to_window(rows: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
 
 @dataclass
 class TailRead:
-    """What one :meth:`LogTailer.read` found: the valid window rows, oldest first, and the lines skipped."""
+    """What one :meth:`LogTailer.read` found: the valid window rows and their records, oldest first, and the lines
+    skipped."""
 
     rows: list[dict[str, Any]]
     malformed: int
+    records: list[RequestRecord] = field(default_factory=list)
 
 
 class LogTailer:
@@ -210,12 +212,14 @@ class LogTailer:
         Raises:
             ObjectNotFoundError: No log at the paths.
         """
-        rows, malformed, examples = [], 0, 0
+        rows, records, malformed, examples = [], [], 0, 0
         for base in log_files(self.paths):
             lines, position = read_new_lines(base, self.positions.get(str(base)))
             for line in lines:
                 try:
-                    rows.append(window_row(RequestRecord.from_json(line)))
+                    record = RequestRecord.from_json(line)
+                    rows.append(window_row(record))
+                    records.append(record)
                 except RequestRecordError as exc:
                     malformed += 1
                     if examples < MALFORMED_EXAMPLES:
@@ -223,7 +227,7 @@ class LogTailer:
                         examples += 1
             if position is not None:
                 self.positions[str(base)] = position
-        return TailRead(rows, malformed)
+        return TailRead(rows, malformed, records)
 
     def positions_state(self) -> dict[str, dict[str, Any]]:
         """The positions as JSON-ready dicts (for the monitor's state file)."""

@@ -27,7 +27,8 @@ def config_from_args(args: argparse.Namespace) -> DriftConfig:
     """A :class:`DriftConfig` from the drift flags (unset flags keep the defaults)."""
     changes = {name: getattr(args, name) for name in (
         "window_size", "window_seconds", "min_window_size", "alpha", "cooldown_checks", "cooldown_seconds",
-        "reference_size", "keep_reports", "seed",
+        "reference_size", "keep_reports", "seed", "accuracy_baseline", "accuracy_tolerance", "accuracy_alpha",
+        "accuracy_window", "min_labelled",
     ) if getattr(args, name, None) is not None}
     if getattr(args, "signals", None):
         changes["signals"] = tuple(s.strip() for s in args.signals.split(",") if s.strip())
@@ -99,6 +100,7 @@ def print_json(payload: Any) -> None:
 
 
 def cmd_monitor(args: argparse.Namespace) -> int:
+    from textclf.monitor.endpoints import monitor_routes
     from textclf.monitor.metrics import MetricsServer, MonitorMetrics
     from textclf.monitor.reference import load_reference
     from textclf.monitor.service import DriftMonitor
@@ -108,8 +110,11 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     monitor = DriftMonitor(args.request_log, load_reference(args.reference), args.state_dir, config,
                            on_drift=resolve_trigger(args.trigger, args.retrain_param), metrics=metrics,
                            write_html=not args.no_html)
-    server = MetricsServer(metrics, args.metrics_port, args.metrics_host, live=monitor.live, ready=monitor.ready) \
-        if args.metrics_port else None
+    if not args.request_log and not args.metrics_port:
+        raise ConfigError("give --request-log, or --metrics-port to receive KServe logger events (or both)")
+    routes = monitor_routes(monitor.store, metrics, monitor.refresh_accuracy)
+    server = MetricsServer(metrics, args.metrics_port, args.metrics_host, live=monitor.live, ready=monitor.ready,
+                           routes=routes) if args.metrics_port else None
     try:
         if args.once:
             results = monitor.poll() or [monitor.flush()]
@@ -125,6 +130,32 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     finally:
         if server is not None:
             server.close()
+
+
+def cmd_feedback(args: argparse.Namespace) -> int:
+    """Store every label of the file; print the counts by outcome and the refused ones (exit 1 if any)."""
+    from textclf.monitor.abtest import read_labels
+    from textclf.monitor.store import STORE_FILE, FeedbackError, PredictionStore
+
+    store_path = args.state_dir / STORE_FILE
+    if not store_path.is_file():
+        raise ConfigError(f"{store_path} does not exist: --state-dir must be a monitor's state directory")
+    labels, unreadable = read_labels(args.labels)
+    store = PredictionStore(store_path)
+    outcomes: dict[str, int] = {"accepted": 0, "malformed": unreadable}
+    refused = []
+    try:
+        for request_id, true_label in labels.items():
+            try:
+                store.add_feedback(request_id, true_label)
+                outcomes["accepted"] += 1
+            except FeedbackError as exc:
+                outcomes[exc.outcome] = outcomes.get(exc.outcome, 0) + 1
+                refused.append({"request_id": request_id, "outcome": exc.outcome, "error": str(exc)})
+    finally:
+        store.close()
+    print_json({"labels_file": str(args.labels), "outcomes": outcomes, "refused": refused[:100]})
+    return 1 if refused or unreadable else 0
 
 
 def cmd_drift_check(args: argparse.Namespace) -> int:
@@ -182,9 +213,10 @@ def add_monitor_commands(subparsers: Any) -> None:
     """
     d = DriftConfig
     monitor = subparsers.add_parser("monitor", help="long-running drift monitor of the serving request log")
-    monitor.add_argument("--request-log", type=Path, action="append", required=True,
+    monitor.add_argument("--request-log", type=Path, action="append", default=[],
                          help="request log file (rotated copies .1, .2 are followed) or directory of *.jsonl logs; "
-                              "repeat for several")
+                              "repeat for several; none when predictions arrive only as KServe logger events "
+                              "(POST /v1/events on --metrics-port)")
     monitor.add_argument("--reference", required=True, help="reference directory or s3:// / gs:// URI")
     monitor.add_argument("--state-dir", type=Path, required=True, help="state.json and checks/ (results, reports)")
     _add_drift_arguments(monitor)
@@ -196,7 +228,19 @@ def add_monitor_commands(subparsers: Any) -> None:
                          help=f"HTML reports kept (default {d.keep_reports}; 0: all)")
     monitor.add_argument("--poll-seconds", type=float, default=10.0, help="how often the log is read (default 10)")
     monitor.add_argument("--metrics-port", type=int, default=0,
-                         help="serve /metrics and /healthz/{live,ready} on this port (default 0: off)")
+                         help="serve /metrics, /healthz/{live,ready} and the API (POST /v1/events for KServe's "
+                              "logger, POST /v1/feedback for ground truth, GET /v1/ab) on this port (default 0: off)")
+    monitor.add_argument("--accuracy-baseline", type=float, default=None,
+                         help="accuracy the production model is held to once labels are fed back (default: the "
+                              "reference's test_accuracy; none: no accuracy signal)")
+    monitor.add_argument("--accuracy-tolerance", type=float, default=None,
+                         help=f"drop below the baseline tolerated (default {d.accuracy_tolerance})")
+    monitor.add_argument("--accuracy-alpha", type=float, default=None,
+                         help=f"significance of the accuracy-drop test (default {d.accuracy_alpha})")
+    monitor.add_argument("--accuracy-window", type=int, default=None,
+                         help=f"latest labels the live accuracy uses (default {d.accuracy_window})")
+    monitor.add_argument("--min-labelled", type=int, default=None,
+                         help=f"labels needed before accuracy is tested (default {d.min_labelled})")
     monitor.add_argument("--metrics-host", default="0.0.0.0")
     monitor.add_argument("--once", action="store_true",
                          help="read what is new, run the checks due (at least one), print them and exit")
@@ -220,6 +264,12 @@ def add_monitor_commands(subparsers: Any) -> None:
     check.add_argument("--no-html", action="store_true")
     check.add_argument("--fail-on-drift", action="store_true", help="exit with status 1 if drift is detected")
     check.set_defaults(func=cmd_drift_check)
+
+    feedback = subparsers.add_parser("feedback", help="import ground-truth labels into a monitor's prediction store")
+    feedback.add_argument("labels", type=Path, help="JSON lines {request_id, true_label}, a CSV with those columns, "
+                                                    "or a JSON object {request_id: label}")
+    feedback.add_argument("--state-dir", type=Path, required=True, help="the monitor's --state-dir")
+    feedback.set_defaults(func=cmd_feedback)
 
     reference = subparsers.add_parser("drift-reference",
                                       help="build a model's drift reference from its training data")

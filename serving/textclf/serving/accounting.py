@@ -30,8 +30,8 @@ class PredictionAccounting:
     """Counting, timing and logging of prediction requests (see the module docstring).
 
     Expects ``self.name`` (the served model name, as on :class:`kserve.Model`), ``self.config`` (a
-    :class:`ServingConfig`) and ``self.limits`` (:class:`InputLimits`); call :meth:`open_request_log` in ``load``
-    and :meth:`close_request_log` in ``stop``.
+    :class:`ServingConfig`) and ``self.limits`` (:class:`InputLimits`); call :meth:`start_accounting` in ``load``
+    and :meth:`stop_accounting` in ``stop``.
     """
 
     name: str
@@ -39,14 +39,16 @@ class PredictionAccounting:
     limits: InputLimits
     _request_log: RequestLog | None = None
 
-    def open_request_log(self) -> None:
-        """Open the request log of ``config.request_log`` (none when it is ``None``)."""
+    def start_accounting(self) -> None:
+        """Create the request counters of every outcome at 0 (so that the first error is a rate, not a new series)
+        and open the request log of ``config.request_log`` (none when it is ``None``)."""
+        metrics.init_requests(self.name)
         if self.config.request_log is not None and self._request_log is None:
             self._request_log = RequestLog(self.config.request_log, self.config.request_log_max_bytes,
                                            self.config.request_log_backups)
 
-    def close_request_log(self) -> None:
-        """Write every queued line and close the log."""
+    def stop_accounting(self) -> None:
+        """Write every queued line of the request log and close it."""
         if self._request_log is not None:
             self._request_log.close()
             self._request_log = None

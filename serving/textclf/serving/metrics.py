@@ -75,3 +75,9 @@ def observe_request(model_name: str, outcome: str, seconds: float | None = None)
     REQUESTS.labels(model_name=model_name, outcome=outcome).inc()
     if seconds is not None:
         REQUEST_LATENCY.labels(model_name=model_name).observe(seconds)
+
+
+def init_requests(model_name: str) -> None:
+    """Create the request counter of every outcome (at 0) for a served model."""
+    for outcome in OUTCOMES:
+        REQUESTS.labels(model_name=model_name, outcome=outcome)

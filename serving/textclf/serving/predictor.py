@@ -118,7 +118,7 @@ class TextClassifierPredictor(PredictionAccounting, ValidatedInPreprocess, kserv
             on_batch=lambda size: metrics.observe_batch(self.name, size),
         )
         self._explainer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="explain")
-        self.open_request_log()
+        self.start_accounting()
         self.ready = True
         return self.ready
 
@@ -129,7 +129,7 @@ class TextClassifierPredictor(PredictionAccounting, ValidatedInPreprocess, kserv
         if self._explainer is not None:
             self._explainer.shutdown(wait=False, cancel_futures=True)
             self._explainer = None
-        self.close_request_log()
+        self.stop_accounting()
         self.ready = False
 
     async def preprocess(

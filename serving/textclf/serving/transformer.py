@@ -106,13 +106,13 @@ class TritonTextTransformer(PredictionAccounting, ValidatedInPreprocess, kserve.
                               "Triton runs one transformer bundle; serve this one without --predictor-host")
         self.bundle = load_bundle(root)
         self._tokenizer = self.bundle.load_tokenizer()
-        self.open_request_log()
+        self.start_accounting()
         self.ready = True
         return self.ready
 
     def stop(self) -> None:
         """Flush and close the request log."""
-        self.close_request_log()
+        self.stop_accounting()
         self.ready = False
 
     async def preprocess(
