@@ -18,8 +18,6 @@ The Kubernetes stand-in (stdlib ``http.server``, a free port, one per importing 
 Every request is recorded (method, path, query, content type, parsed JSON body) so tests assert the exact bodies.
 """
 
-from __future__ import annotations
-
 import copy
 import json
 import threading
@@ -30,7 +28,10 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from kfp import dsl
+from kfp.dsl import Artifact, Output
 from storage_servers import HOST
+from textclf.images import COMPONENT_IMAGE
 
 GROUP, VERSION, PLURAL = "serving.kserve.io", "v1beta1", "inferenceservices"
 PREFIX = f"/apis/{GROUP}/{VERSION}/namespaces/"
@@ -280,3 +281,28 @@ def evidence(evidence_server) -> tuple[str, EvidenceState]:
     """(base URL, fresh state) of the monitor / Prometheus stand-in."""
     evidence_server.state = EvidenceState()
     return url_of(evidence_server), evidence_server.state
+
+
+@dsl.component(base_image=COMPONENT_IMAGE, install_kfp_package=False)
+def gate_stub_op(decision: Output[Artifact], reason: str = "stub gate"):
+    """The promotion gate's ``decision`` artifact (``decision.json``: promote), for running ``rollout_op`` alone.
+    (Here and not in a test module: kfp reads the annotations, which ``from __future__ import annotations`` would
+    turn into strings.)"""
+    import json
+    import os
+
+    os.makedirs(decision.path, exist_ok=True)
+    with open(os.path.join(decision.path, "decision.json"), "w", encoding="utf-8") as handle:
+        json.dump({"decision": "promote", "reason": reason}, handle)
+
+
+@dsl.pipeline(name="rollout-test")
+def rollout_test_pipeline(registry_uri: str, version: str, monitor_url: str, kube_host: str, namespace: str,
+                          registry_serving_uri: str) -> str:
+    """The gate stand-in, then ``rollout_op`` deciding at once (``ab_window_seconds=0``)."""
+    from textclf.rollout.component import rollout_op
+
+    gate = gate_stub_op()
+    return rollout_op(registry_uri=registry_uri, version=version, decision=gate.outputs["decision"],
+                      monitor_url=monitor_url, namespace=namespace, kube_host=kube_host,
+                      registry_serving_uri=registry_serving_uri, ab_window_seconds=0).outputs["Output"]

@@ -632,6 +632,25 @@ def test_component_function_writes_the_decision_record(cluster, registry, tmp_pa
     assert ModelRegistry(registry.store.root).index()["versions"][CAND]["status"] == ARCHIVED
 
 
+@pytest.mark.filterwarnings("ignore:You may be attemping to run a task that uses custom")  # kfp.local, as intended
+def test_rollout_component_under_kfp_local(cluster, registry, tmp_path):
+    """The component as the local runner runs it (its source in a subprocess), after a stand-in of the gate."""
+    from kube_fakes import rollout_test_pipeline
+    from textclf.pipelines.local import init_local_runner
+
+    serve_report(cluster.evidence, *SAME)
+    init_local_runner(tmp_path / "pipeline_root")
+    task = rollout_test_pipeline(registry_uri=str(registry.store.root), version=CAND,
+                                 monitor_url=cluster.evidence_url, kube_host=cluster.kube_url, namespace=NAMESPACE,
+                                 registry_serving_uri=SERVING_ROOT)
+    assert task.output == PROMOTE
+    (record_file,) = (tmp_path / "pipeline_root").rglob("rollout.json")
+    record = json.loads(record_file.read_text())
+    assert record["action"] == PROMOTE and record["gate_reason"] == "stub gate"
+    assert [w.body["spec"]["predictor"]["canaryTrafficPercent"] for w in cluster.kube.writes()] == [10, None]
+    assert ModelRegistry(registry.store.root).production_version() == CAND
+
+
 def test_pipeline_checks_rollout_parameters():
     from textclf.pipelines.parameters import check_pipeline_arguments
     from textclf.pipelines.retraining.pipeline import retraining_pipeline
