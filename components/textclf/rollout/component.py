@@ -79,11 +79,13 @@ def rollout_op(
         RolloutTarget,
         run_rollout,
     )
+    from textclf.rollout.rollout import served_model_version
 
     gate_reason = read_decision(decision.path)["reason"]
     services = InferenceServices(KubeSettings(namespace=namespace, host=kube_host))
+    registry = ModelRegistry(registry_uri)
     result = run_rollout(
-        ModelRegistry(registry_uri), version, services,
+        registry, version, services,
         monitor=MonitorClient(monitor_url) if monitor_url else None,
         prometheus=PrometheusClient(prometheus_url, namespace=services.namespace) if prometheus_url else None,
         target=RolloutTarget(name=inference_service_name, precision=precision,
@@ -94,6 +96,8 @@ def rollout_op(
         guards=RolloutGuards(min_labelled=ab_min_labelled, alpha=ab_alpha, max_accuracy_drop=max_accuracy_drop,
                              max_p99_latency_ratio=max_p99_latency_ratio, max_error_rate=max_error_rate),
         reason=f"promotion gate: {gate_reason}",
+        # The monitor knows each model by the version its predictor logs (the bundle's), not the registry's id.
+        ab_version=lambda registered: served_model_version(registry, registered, precision),
     )
     record = {**result.to_dict(), "gate_reason": gate_reason}
     Path(rollout.path).mkdir(parents=True, exist_ok=True)

@@ -11,9 +11,10 @@ Sequence (:func:`run_rollout`)
     3. Wait until the canary revision is ready (``ready_timeout_seconds``; a revision that never gets ready is
        rolled back).
     4. **A/B window**: every ``ab_poll_seconds`` the monitor's A/B report (production's version as control, the
-       candidate as treatment) and, with ``prometheus_url``, the canary revision's error share go through
-       :func:`textclf.rollout.decision.decide`; a promote or rollback ends the window early, at
-       ``ab_window_seconds`` it decides with what there is (too little evidence -> rollback).
+       candidate as treatment, each named as its predictor logs it: :func:`served_model_version`) and, with
+       ``prometheus_url``, the canary revision's error share go through :func:`textclf.rollout.decision.decide`;
+       a promote or rollback ends the window early, at ``ab_window_seconds`` it decides with what there is (too
+       little evidence -> rollback).
     5. **Promote**: ``canaryTrafficPercent`` removed (``null`` in the merge patch: the canary's revision takes 100%),
        then the registry promotes the candidate. **Rollback**: the previous ``storageUri`` / ``args`` / ``image`` /
        annotation restored and ``canaryTrafficPercent`` removed in one patch, then the registry archives the
@@ -97,6 +98,7 @@ class RolloutResult:
     polls: int = 0
     conflicts_retried: int = 0
     revisions: dict[str, str | None] = field(default_factory=dict)
+    ab_versions: dict[str, str] = field(default_factory=dict)
     steps: list[dict[str, Any]] = field(default_factory=list)
     registry: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
@@ -114,6 +116,32 @@ def serving_storage_uri(registry: Any, version: str, registry_serving_uri: str =
             raise ConfigError(f"{uri} is not below the registry root {root}")
         uri = f"{registry_serving_uri.rstrip('/')}/{uri[len(root) + 1:]}"
     return uri.rstrip("/") + "/"
+
+
+def served_model_version(registry: Any, version: str, precision: str = DEFAULT_PRECISION) -> str:
+    """The model version the predictor serving ``version``'s export bundle answers with and logs, which is what the
+    monitor stores predictions under and so what its A/B report is asked for: the bundle's
+    ``ExportBundle.model_version`` (``<training git commit[:12]>-<sha256[:12] of the ONNX file it runs>``), computed
+    from the bundle's ``export_metadata.json`` in the registry, not the registry's version id.
+
+    Raises:
+        RegistryError: The bundle's metadata cannot be read.
+    """
+    import json
+
+    from textclf.serving.bundle import ExportBundle
+    from textclf.serving.config import Precision
+    from textclf.serving.contract import METADATA_FILE
+
+    path = f"versions/{version}/onnx_model/{METADATA_FILE}"
+    try:
+        metadata = json.loads(registry.store.read_bytes(path))
+    except (StorageError, ValueError, OSError) as exc:
+        raise RegistryError(f"{version}: cannot read {path} in {registry.store.root}: {exc}") from exc
+    bundle = ExportBundle(root=registry.store.root, labels=(), max_length=0,
+                          git_commit=str((metadata.get("source_model") or {}).get("git_commit") or "unknown"),
+                          file_sha256=dict(metadata.get("files") or {}))
+    return bundle.model_version(Precision(precision))
 
 
 def _predictor(isvc: dict[str, Any]) -> dict[str, Any]:
@@ -159,13 +187,20 @@ def restore_patch(previous: dict[str, Any], applied: dict[str, Any]) -> dict[str
 
 
 class Rollout:
-    """One canary rollout (see the module docstring); build it, then :meth:`run`."""
+    """One canary rollout (see the module docstring); build it, then :meth:`run`.
+
+    ``ab_version`` maps a registry version to the model version its predictor logs (the name the monitor's A/B
+    report knows it by); ``rollout_op`` passes :func:`served_model_version`. None asks the monitor for the registry
+    versions themselves (a monitor whose predictions are recorded under them).
+    """
 
     def __init__(self, registry: Any, candidate: str, services: InferenceServices, *,
                  monitor: MonitorClient | None, prometheus: PrometheusClient | None = None,
                  target: RolloutTarget | None = None, config: RolloutConfig | None = None,
                  guards: RolloutGuards | None = None, reason: str = "",
-                 clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep):
+                 clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep,
+                 ab_version: Callable[[str], str] | None = None):
+        self.ab_version = ab_version
         self.registry, self.candidate, self.services = registry, candidate, services
         self.monitor, self.prometheus = monitor, prometheus
         self.target = target or RolloutTarget()
@@ -202,7 +237,7 @@ class Rollout:
                 return False, current
             self.sleep(min(READY_POLL_SECONDS, max(0.0, deadline - self.clock())))
 
-    def _look(self, control: str, revisions: dict[str, str | None], at_deadline: bool,
+    def _look(self, versions: dict[str, str], revisions: dict[str, str | None], at_deadline: bool,
               elapsed: float) -> tuple[RolloutDecision, dict[str, Any] | None, list[str]]:
         """One look at the evidence: (decision, report, warnings)."""
         warnings: list[str] = []
@@ -215,7 +250,7 @@ class Rollout:
                 warnings.append(f"error rate not checked this time: {exc}")
         assert self.monitor is not None
         try:
-            report = self.monitor.ab_report(control, self.candidate, alpha=self.guards.alpha,
+            report = self.monitor.ab_report(versions["control"], versions["treatment"], alpha=self.guards.alpha,
                                             min_labelled=self.guards.min_labelled)
         except RolloutError as exc:
             action = ROLLBACK if at_deadline else WAIT
@@ -223,12 +258,13 @@ class Rollout:
             return RolloutDecision(action, f"A/B evidence unavailable ({exc}); {why}", (), at_deadline), None, warnings
         return decide(report, self.guards, error_rates=error_rates, at_deadline=at_deadline), report, warnings
 
-    def _ab_window(self, result: RolloutResult, control: str) -> RolloutDecision:
+    def _ab_window(self, result: RolloutResult) -> RolloutDecision:
         start = self.clock()
         deadline = start + self.config.ab_window_seconds
         while True:
             now = self.clock()
-            decision, report, warnings = self._look(control, result.revisions, now >= deadline, now - start)
+            decision, report, warnings = self._look(result.ab_versions, result.revisions, now >= deadline,
+                                                    now - start)
             result.polls += 1
             result.warnings += [w for w in warnings if w not in result.warnings]
             result.decision, result.report = decision.to_dict(), report
@@ -307,6 +343,13 @@ class Rollout:
         result.revisions = {"control": status.get("latestRolledoutRevision") or status.get("latestReadyRevision"),
                             "canary": None}
 
+        if not direct:  # before any write: a bundle without readable metadata changes nothing
+            name = self.ab_version or (lambda version: version)
+            result.ab_versions = {"control": name(production), "treatment": name(self.candidate)}
+            if result.ab_versions["control"] == result.ab_versions["treatment"]:
+                result.warnings.append(f"{production} and {self.candidate} are both served as model version "
+                                       f"{result.ab_versions['control']!r}: the A/B report cannot tell them apart")
+
         applied = canary_patch(rendered, result.canary_traffic_percent)
         if direct:
             self._patch(result, "full-rollout", applied)
@@ -326,7 +369,7 @@ class Rollout:
                                                      f"within {self.config.ready_timeout_seconds} s")
                 result.decision = decision.to_dict()
             else:
-                decision = self._ab_window(result, production)
+                decision = self._ab_window(result)
             result.action, result.reason = decision.action, decision.reason
             if decision.action == PROMOTE:
                 self._patch(result, "promote", promote_patch())
