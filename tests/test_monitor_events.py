@@ -323,3 +323,40 @@ def test_feedback_cli_imports_a_labels_file(tmp_path, capsys):
     assert [(item.prediction_id, item.correct) for item in store.labelled()] == [("r0", True), ("r1", False)]
     assert run_cli(["feedback", str(labels), "--state-dir", str(tmp_path / "nowhere")]) == 2
     assert "must be a monitor's state directory" in capsys.readouterr().err
+
+
+def test_the_monitor_follows_a_published_reference(tmp_path):
+    """The retraining pipeline publishes the promoted model's reference at the monitor's --reference; the monitor
+    re-reads its fingerprint and switches (new detector, cooldown reset, the new model's test accuracy as the
+    baseline) without a restart. An unreadable reference there keeps the current one."""
+    from test_serving import LABELS
+
+    from textclf.monitor.reference import publish_reference, reference_fingerprint_at, test_accuracy_of
+
+    source = tmp_path / "reference"
+    old = build_reference(texts(40, 40), np.full((40, 4), 0.25), LABELS, "v1")
+    old.meta["test_accuracy"] = 0.8
+    publish_reference(old, str(source))
+    clock = {"now": 1000.0}
+    config = DriftConfig(window_size=20, min_window_size=20, reference_size=20)
+    monitor = DriftMonitor([], old, tmp_path / "state", config, write_html=False, reference_source=str(source),
+                           reference_check_seconds=30, clock=lambda: clock["now"])
+    monitor.state.cooldown = {"last_trigger_unix": 999.0, "checks_since_trigger": 0}
+    new = build_reference(texts(40, 41), np.full((40, 4), 0.25), LABELS, "v2")
+    evaluation = tmp_path / "evaluation"
+    evaluation.mkdir()
+    (evaluation / "metrics.json").write_text(json.dumps({"test": {"accuracy": 0.91}}))
+    new.meta["test_accuracy"] = test_accuracy_of(evaluation)
+    publish_reference(new, str(source))
+    assert reference_fingerprint_at(source) == new.fingerprint != old.fingerprint
+    monitor.poll()
+    assert monitor.reference.model_version == "v1", "checked only every reference_check_seconds"
+    clock["now"] += 31
+    monitor.poll()
+    assert monitor.reference.model_version == "v2" and monitor.detector.reference is monitor.reference
+    assert monitor.accuracy_baseline == 0.91 and monitor.state.cooldown == {}
+    assert json.loads((tmp_path / "state" / "state.json").read_text())["reference_fingerprint"] == new.fingerprint
+    (source / "reference.json").write_text("{broken")
+    assert monitor.reload_reference_if_changed() is False and monitor.reference.model_version == "v2"
+    with pytest.raises(Exception, match="no test accuracy"):
+        test_accuracy_of(tmp_path)

@@ -77,31 +77,42 @@ def drift_check_op(
 def drift_reference_op(
     splits: Input[Dataset],
     onnx_model: Input[Model],
+    evaluation: Input[Artifact],
     reference: Output[Dataset],
     sample_size: int = 0,
     seed: int = -1,
+    publish_uri: str = "",
 ) -> int:
-    """Build the drift reference of a model: a sample of its training data with the model's own predictions.
+    """Build the drift reference of a model: a sample of its training data with the model's own predictions, and
+    its test accuracy (the monitor's accuracy baseline once ground truth is fed back).
 
     Args:
         splits: Output of the validate/split component the model was trained on (validation rows are taken
             first, then train rows).
         onnx_model: Output of the export component (the INT8 model the server runs makes the predictions).
+        evaluation: Output of the evaluate component for this model (``metrics.json``: its test accuracy is
+            recorded as ``test_accuracy``).
         reference: Output directory: ``reference.parquet`` (text, label, confidence) and ``reference.json``
-            (model version, labels, fingerprints of the sample and of the training data).
+            (model version, labels, test accuracy, fingerprints of the sample and of the training data).
         sample_size: Reference rows; 0 uses ``DriftConfig.reference_size``.
         seed: Sampling seed; -1 uses ``DriftConfig.seed``.
+        publish_uri: Also put the reference here (a path, ``s3://`` or ``gs://``: the running monitor's
+            ``--reference``, which it re-reads and follows when the fingerprint changes); empty: only the output.
 
     Returns:
         The number of reference rows.
     """
     from textclf.monitor.config import DriftConfig
-    from textclf.monitor.reference import reference_from_splits, save_reference
+    from textclf.monitor.reference import publish_reference, reference_from_splits, save_reference, test_accuracy_of
 
     defaults = DriftConfig()
     built = reference_from_splits(splits.path, onnx_model.path, sample_size or defaults.reference_size,
                                   defaults.seed if seed < 0 else seed)
+    built.meta["test_accuracy"] = test_accuracy_of(evaluation.path)
     save_reference(built, reference.path)
+    if publish_uri:
+        publish_reference(built, publish_uri)
     reference.metadata.update({"model_version": built.model_version, "rows": built.rows,
-                               "fingerprint": built.fingerprint})
+                               "fingerprint": built.fingerprint, "test_accuracy": built.meta["test_accuracy"],
+                               "published_to": publish_uri})
     return built.rows

@@ -15,6 +15,7 @@ the test set, and no KS alarms at 5,000 rows; longer training widens the gap.)
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import time
@@ -317,6 +318,65 @@ def save_reference(reference: Reference, output_dir: str | Path) -> Path:
         reference.frame.to_parquet(staging / REFERENCE_FILE, index=False)
         write_json(staging / META_FILE, {**reference.meta, "labels": list(reference.labels)})
     return output_dir
+
+
+def test_accuracy_of(evaluation_dir: str | Path) -> float:
+    """The test accuracy recorded by the evaluate stage (``metrics.json``: ``test.accuracy``): the accuracy the
+    monitor holds the model to once ground truth is fed back (``meta["test_accuracy"]``).
+
+    Raises:
+        DataValidationError: No readable ``metrics.json`` with a test accuracy in ``evaluation_dir``.
+    """
+    from textclf.evaluate.evaluate import METRICS_FILE
+
+    path = Path(evaluation_dir) / METRICS_FILE
+    try:
+        accuracy = float(read_json(path)["test"]["accuracy"])
+    except (OSError, KeyError, TypeError, ValueError) as exc:
+        raise DataValidationError(f"{path}: no test accuracy ({exc!r}); expected the evaluate stage's output") from exc
+    return accuracy
+
+
+def publish_reference(reference: Reference, uri: str) -> str:
+    """Put the reference where a running monitor reads it (its ``--reference``): a local directory is replaced
+    atomically; on ``s3://`` / ``gs://`` the parquet goes first and ``reference.json`` last, so a monitor that
+    watches ``reference.json`` (:func:`reference_fingerprint_at`) sees the change only once the data is there.
+
+    Returns:
+        ``uri``.
+    """
+    import tempfile
+
+    from textclf.storage import Store, is_remote, local_path
+
+    if not is_remote(uri):
+        save_reference(reference, local_path(uri))
+        return uri
+    with tempfile.TemporaryDirectory(prefix="textclf-reference-") as scratch:
+        local = save_reference(reference, Path(scratch) / "reference")
+        store = Store(uri)
+        store.upload_file(local / REFERENCE_FILE, REFERENCE_FILE)
+        store.upload_file(local / META_FILE, META_FILE)
+    return uri
+
+
+def reference_fingerprint_at(uri: str | Path) -> str:
+    """The fingerprint in the ``reference.json`` at ``uri`` (a path or a storage URI), without reading the data.
+
+    Raises:
+        ObjectNotFoundError: No ``reference.json`` there.
+        DataValidationError: It is not JSON.
+    """
+    from textclf.storage import Store, is_remote, local_path
+
+    try:
+        raw = Store(str(uri)).read_bytes(META_FILE) if is_remote(str(uri)) else (local_path(uri) / META_FILE).read_bytes()
+    except FileNotFoundError as exc:
+        raise ObjectNotFoundError(f"{uri}: no {META_FILE}") from exc
+    try:
+        return str(json.loads(raw).get("fingerprint", ""))
+    except json.JSONDecodeError as exc:
+        raise DataValidationError(f"{uri}/{META_FILE}: not JSON ({exc})") from exc
 
 
 def load_reference(uri: str | Path, scratch_dir: str | Path | None = None) -> Reference:

@@ -114,12 +114,18 @@ class DriftMonitor:
         clock: Time source (Unix seconds), for tests.
         write_html: Write the HTML report of every check.
         store: The prediction store (default: ``predictions.sqlite`` in ``state_dir``).
+        reference_source: Where ``reference`` was loaded from (the ``--reference`` path or URI). Every
+            ``reference_check_seconds`` its ``reference.json`` is read, and a changed fingerprint loads the new
+            reference (:meth:`use_reference`): the retraining pipeline publishes the promoted model's reference
+            there, so the monitor follows a promotion without a restart.
+        reference_check_seconds: How often ``reference_source`` is checked.
     """
 
     def __init__(self, request_logs: str | Path | Sequence[str | Path], reference: Reference,
                  state_dir: str | Path, config: DriftConfig | None = None, on_drift: OnDrift | None = None,
                  metrics: MonitorMetrics | None = None, clock: Callable[[], float] = time.time,
-                 write_html: bool = True, store: PredictionStore | None = None):
+                 write_html: bool = True, store: PredictionStore | None = None,
+                 reference_source: str | Path | None = None, reference_check_seconds: float = 60.0):
         self.request_logs = [request_logs] if isinstance(request_logs, (str, Path)) else list(request_logs)
         self.config = config or DriftConfig()
         self.detector = DriftDetector(reference, self.config)
@@ -141,12 +147,54 @@ class DriftMonitor:
         self.cooldown = Cooldown.from_dict(self.state.cooldown)
         self.tailer = LogTailer(self.request_logs, self.state.positions)
         self.store = store or PredictionStore(self.state_dir / STORE_FILE, reference.labels, clock)
-        self.accuracy_baseline = self.config.accuracy_baseline or float(
-            reference.meta.get("test_accuracy") or 0.0)
-        self.metrics.accuracy_baseline.set(self.accuracy_baseline)
+        self.reference_source = reference_source
+        self.reference_check_seconds = reference_check_seconds
+        self._reference_checked = clock()
+        self._set_baseline()
         self.last_poll: float | None = None
         self._warned_versions: set[str] = set()
         self.metrics.pending_rows.set(len(self.state.pending))
+
+    # -- the reference --
+
+    def _set_baseline(self) -> None:
+        self.accuracy_baseline = self.config.accuracy_baseline or float(
+            self.reference.meta.get("test_accuracy") or 0.0)
+        self.metrics.accuracy_baseline.set(self.accuracy_baseline)
+
+    def use_reference(self, reference: Reference) -> None:
+        """Check from now on against ``reference`` (a promoted model's): new detector, the cooldown reset (a new
+        model starts with a clean slate), the accuracy baseline from its ``test_accuracy``; rows already pending
+        are checked against it."""
+        log.info("reference changed (%s -> %s, model %s -> %s): cooldown reset", self.reference.fingerprint[:12],
+                 reference.fingerprint[:12], self.reference.model_version, reference.model_version)
+        self.reference = reference
+        self.detector = DriftDetector(reference, self.config)
+        self.cooldown = Cooldown.from_dict({})
+        self.state.cooldown = {}
+        self.state.reference_fingerprint = reference.fingerprint
+        self.store.labels = reference.labels
+        self._warned_versions.clear()
+        self._set_baseline()
+        self._save_state()
+
+    def reload_reference_if_changed(self) -> bool:
+        """Load the reference at ``reference_source`` if its fingerprint changed; returns whether it did. A
+        reference that cannot be read is logged and the current one kept."""
+        from textclf.monitor.reference import load_reference, reference_fingerprint_at
+
+        if self.reference_source is None:
+            return False
+        self._reference_checked = self.clock()
+        try:
+            if reference_fingerprint_at(self.reference_source) == self.reference.fingerprint:
+                return False
+            self.use_reference(load_reference(self.reference_source))
+        except TextclfError as exc:
+            log.warning("reference at %s not reloaded (%s); keeping model %s's", self.reference_source, exc,
+                        self.reference.model_version)
+            return False
+        return True
 
     # -- reading --
 
@@ -206,6 +254,8 @@ class DriftMonitor:
             ObjectNotFoundError: The request log does not exist.
         """
         results: list[DriftResult | None] = []
+        if self.reference_source is not None and self.clock() - self._reference_checked >= self.reference_check_seconds:
+            self.reload_reference_if_changed()
         if self.state.pending_trigger:
             self._replay_trigger()
         rows = self._read()

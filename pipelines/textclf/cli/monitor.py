@@ -109,7 +109,8 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     metrics = MonitorMetrics()
     monitor = DriftMonitor(args.request_log, load_reference(args.reference), args.state_dir, config,
                            on_drift=resolve_trigger(args.trigger, args.retrain_param), metrics=metrics,
-                           write_html=not args.no_html)
+                           write_html=not args.no_html, reference_source=args.reference,
+                           reference_check_seconds=args.reference_check_seconds)
     if not args.request_log and not args.metrics_port:
         raise ConfigError("give --request-log, or --metrics-port to receive KServe logger events (or both)")
     routes = monitor_routes(monitor.store, metrics, monitor.refresh_accuracy)
@@ -177,14 +178,16 @@ def _latest(args: argparse.Namespace, name: str) -> Path:
 
 
 def cmd_drift_reference(args: argparse.Namespace) -> int:
-    from textclf.monitor.reference import reference_from_splits, save_reference
+    from textclf.monitor.reference import publish_reference, reference_from_splits, test_accuracy_of
 
     config = config_from_args(args)
     splits_dir = args.splits_dir or _latest(args, "splits")
     onnx_dir = args.onnx_dir or _latest(args, "onnx_model")
+    evaluation_dir = args.evaluation_dir or _latest(args, "evaluation")
     reference = reference_from_splits(splits_dir, onnx_dir, config.reference_size, config.seed,
                                       precision=args.precision)
-    save_reference(reference, args.output)
+    reference.meta["test_accuracy"] = test_accuracy_of(evaluation_dir)
+    publish_reference(reference, str(args.output))
     print_json({"output": str(args.output), **{k: v for k, v in reference.meta.items() if k != "package_versions"}})
     return 0
 
@@ -227,6 +230,9 @@ def add_monitor_commands(subparsers: Any) -> None:
     monitor.add_argument("--keep-reports", type=int, default=None,
                          help=f"HTML reports kept (default {d.keep_reports}; 0: all)")
     monitor.add_argument("--poll-seconds", type=float, default=10.0, help="how often the log is read (default 10)")
+    monitor.add_argument("--reference-check-seconds", type=float, default=60.0,
+                         help="how often --reference is re-read; a new fingerprint (the retraining pipeline publishes "
+                              "a promoted model's reference there) is loaded without a restart (default 60)")
     monitor.add_argument("--metrics-port", type=int, default=0,
                          help="serve /metrics, /healthz/{live,ready} and the API (POST /v1/events for KServe's "
                               "logger, POST /v1/feedback for ground truth, GET /v1/ab) on this port (default 0: off)")
@@ -275,8 +281,12 @@ def add_monitor_commands(subparsers: Any) -> None:
                                       help="build a model's drift reference from its training data")
     reference.add_argument("--splits-dir", type=Path, default=None, help="validate-stage output (default: latest run)")
     reference.add_argument("--onnx-dir", type=Path, default=None, help="export bundle (default: latest run)")
+    reference.add_argument("--evaluation-dir", type=Path, default=None,
+                           help="evaluate-stage output of the same model: its test accuracy becomes the monitor's "
+                                "accuracy baseline (default: latest run)")
     reference.add_argument("--runs-dir", type=Path, default=DEFAULT_RUNS_DIR)
-    reference.add_argument("--output", type=Path, required=True)
+    reference.add_argument("--output", required=True,
+                           help="directory, or s3:// / gs:// URI (a running monitor's --reference follows it)")
     reference.add_argument("--reference-size", type=int, default=None,
                            help=f"rows (default {d.reference_size})")
     reference.add_argument("--seed", type=int, default=None, help=f"default {d.seed}")

@@ -79,6 +79,7 @@ def retraining_pipeline(
     inference_service_name: str = "textclf",
     rollout_mode: str = _ROLLOUT.rollout_mode,
     monitor_url: str = "",
+    reference_uri: str = "",
     namespace: str = "",
     prometheus_url: str = "",
     registry_serving_uri: str = "",
@@ -95,7 +96,9 @@ def retraining_pipeline(
     registered), ``new_rows_uri`` (directory with a ``train`` file of newly labelled rows), ``trigger_reason``
     (recorded with the candidate), ``alpha`` / ``min_improvement`` (the gate: 0.005 = +0.5 points; 0.02 = the
     design's +2%), ``rollout_mode`` (``registry``: promote in the registry at once; ``kserve``: canary on the
-    cluster, see the module docstring) and the canary's settings (used with ``kserve`` only; see ``rollout_op``)."""
+    cluster, see the module docstring), the canary's settings (used with ``kserve`` only; see ``rollout_op``) and
+    ``reference_uri`` (where the promoted model's drift reference is also published: the running monitor's
+    ``--reference``, which it follows; empty: only the pipeline artifact)."""
     parameters = pipeline_parameters(locals())
     steps = add_model_steps(train_component_for(False), False, parameters)
     production = evaluate_production_op(registry_uri=registry_uri, splits=steps.split.outputs["splits"])
@@ -112,6 +115,7 @@ def retraining_pipeline(
     def drift_reference(promoted: Any) -> None:
         """The drift reference of the promoted model (the monitor compares live traffic with it)."""
         drift_reference_op(splits=steps.split.outputs["splits"], onnx_model=steps.export.outputs["onnx_model"],
+                           evaluation=steps.evaluate.outputs["evaluation"], publish_uri=reference_uri,
                            ).after(promoted).set_display_name("drift-reference").set_memory_limit("8G")
 
     with dsl.If(gate.outputs["Output"] == "promote", name="gate-promotes"):
