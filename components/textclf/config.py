@@ -103,6 +103,7 @@ class TrainConfig:
         max_length: Token limit; longer texts are truncated (padding is dynamic, per batch).
         checkpoint_steps: Save a resumable checkpoint and evaluate on validation every N optimiser steps.
         early_stopping_patience: Stop after this many evaluations without a lower validation loss; 0 disables.
+        label_smoothing: Label-smoothing factor of the cross-entropy loss (0: none).
         lora_r: LoRA rank.
         lora_alpha: LoRA scaling numerator.
         lora_dropout: Dropout on the LoRA branch.
@@ -120,6 +121,7 @@ class TrainConfig:
     max_length: int = 128
     checkpoint_steps: int = 100
     early_stopping_patience: int = 3
+    label_smoothing: float = 0.0
     lora_r: int = 16
     lora_alpha: int = 32
     lora_dropout: float = 0.1
@@ -144,6 +146,7 @@ class TrainConfig:
             "early_stopping_patience": self.early_stopping_patience >= 0,
             "lora_r": self.lora_r >= 1,
             "warmup_ratio": 0 <= self.warmup_ratio < 1,
+            "label_smoothing": 0 <= self.label_smoothing < 1,
         }
         for name, ok in checks.items():
             if not ok:

@@ -12,6 +12,7 @@ import json
 import logging
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -67,10 +68,17 @@ def check_hardware(method: TrainMethod) -> None:
         raise HardwareUnavailableError(f"method 'qlora' needs bitsandbytes: {exc}") from exc
 
 
+#: Settings added after run keys were first recorded, left out of the key while at these defaults, so that runs
+#: started before they existed still resume their checkpoints.
+KEY_NEUTRAL_DEFAULTS: dict[str, Any] = {"label_smoothing": 0.0}
+
+
 def run_key(config: TrainConfig, fingerprints: dict[str, str], extra: dict[str, Any] | None = None) -> str:
     """Identity of a training run: the same parameters on the same data resume the same checkpoints. ``extra``
     (e.g. the distillation parameters and the teacher's logits fingerprint) is part of the identity when given."""
-    payload_fields: dict[str, Any] = {"config": config.to_dict(), "data": fingerprints}
+    settings = {name: value for name, value in config.to_dict().items()
+                if not (name in KEY_NEUTRAL_DEFAULTS and value == KEY_NEUTRAL_DEFAULTS[name])}
+    payload_fields: dict[str, Any] = {"config": settings, "data": fingerprints}
     if extra:
         payload_fields["extra"] = extra
     payload = json.dumps(payload_fields, sort_keys=True, default=str)
@@ -212,6 +220,7 @@ def train_model(
     output_dir: str | Path,
     checkpoint_root: str | Path | None = None,
     progress: bool = True,
+    callbacks: Sequence[Any] = (),
 ) -> TrainResult:
     """Fine-tune ``config.base_model`` on the train split, early-stopping on the validation split.
 
@@ -225,6 +234,8 @@ def train_model(
             checkpoint under ``checkpoint_root/<run key>``; ``None`` keeps checkpoints in a temporary directory
             next to ``output_dir`` (no resume across runs).
         progress: Show a progress bar with ETA.
+        callbacks: Extra ``transformers.TrainerCallback`` objects (e.g. a hyper-parameter search's pruning hook,
+            which sees every validation evaluation).
 
     Returns:
         The model directory and a training summary.
@@ -235,10 +246,12 @@ def train_model(
     """
     check_hardware(config.train_method)
     if not is_remote(config.base_model):
-        return _train(Path(split_dir), config, config.base_model, Path(output_dir), checkpoint_root, progress)
+        return _train(Path(split_dir), config, config.base_model, Path(output_dir), checkpoint_root, progress,
+                      callbacks)
     with tempfile.TemporaryDirectory(prefix="textclf-base-model-") as scratch:
         local_base_model = localize(config.base_model, Path(scratch) / "base_model")
-        return _train(Path(split_dir), config, str(local_base_model), Path(output_dir), checkpoint_root, progress)
+        return _train(Path(split_dir), config, str(local_base_model), Path(output_dir), checkpoint_root, progress,
+                      callbacks)
 
 
 @dataclass(frozen=True)
@@ -272,6 +285,7 @@ def _train(
     output_dir: Path,
     checkpoint_root: str | Path | None,
     progress: bool,
+    callbacks: Sequence[Any] = (),
 ) -> TrainResult:
     """:func:`train_model` once the base model is on local disk (``local_base_model``; ``config.base_model`` is
     what the metadata and the run key record)."""
@@ -295,7 +309,7 @@ def _train(
 
     return fit_and_save(
         model, tokenizer, data, train_data, validation_data, config, run_key(config, data.fingerprints),
-        output_dir, checkpoint_root, progress, finalise=finalise,
+        output_dir, checkpoint_root, progress, finalise=finalise, extra_callbacks=callbacks,
     )
 
 
@@ -316,6 +330,7 @@ def fit_and_save(
     collator: Any = None,
     finalise: Any = None,
     extra_metadata: dict[str, Any] | None = None,
+    extra_callbacks: Sequence[Any] = (),
 ) -> TrainResult:
     """Run the Trainer with resumable checkpoints under ``checkpoint_root/<key>`` and write the model directory
     (atomically) in this stage's layout. Shared by the train and distill stages, so a student is saved, resumed and
@@ -335,6 +350,7 @@ def fit_and_save(
         collator: Batch collator (default: ``DataCollatorWithPadding(tokenizer)``).
         finalise: Applied to the trained model before saving (e.g. merging LoRA adapters).
         extra_metadata: Added at the top level of :data:`METADATA_FILE`.
+        extra_callbacks: Added to the Trainer's callbacks (see :func:`train_model`).
     """
     import torch
     from transformers import DataCollatorWithPadding, EarlyStoppingCallback, Trainer, TrainingArguments
@@ -361,6 +377,7 @@ def fit_and_save(
         per_device_eval_batch_size=max(config.batch_size, 64),
         learning_rate=config.effective_learning_rate,
         weight_decay=config.weight_decay,
+        label_smoothing_factor=config.label_smoothing,
         warmup_steps=config.warmup_ratio,
         lr_scheduler_type="linear",
         eval_strategy="steps",
@@ -383,6 +400,7 @@ def fit_and_save(
     callbacks = [EarlyStoppingCallback(config.early_stopping_patience)] if config.early_stopping_patience else []
     if mirror is not None:
         callbacks.append(mirror.callback())
+    callbacks.extend(extra_callbacks)
     trainer = (trainer_class or Trainer)(
         model=model,
         args=args,
