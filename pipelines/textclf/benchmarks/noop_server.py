@@ -13,7 +13,8 @@ import sys
 import numpy as np
 
 from textclf.serving.bundle import BundleKind, fetch_bundle
-from textclf.serving.models import ScoredText, ServedModel, bundle_labels
+from textclf.serving.models import ServedModel, bundle_labels
+from textclf.serving.scores import ScoredText
 from textclf.serving.predictor import TextClassifierPredictor
 
 #: The no-op model's version string in responses.

@@ -7,8 +7,10 @@ Imports nothing from textclf outside this distribution (:mod:`textclf.text`, ``.
 
 Modules: ``contract`` (the export bundle's file names and ONNX tensors, ``ONNX_SPEC``), ``config``
 (``ServingConfig``, ``Precision``), ``bundle`` (reading the export bundle; ``BundleKind``), ``classical`` (the
-classical bundle), ``cascade`` (the cascade rule and bundle), ``models`` (loading any bundle kind), ``inputs`` (request parsing and limits),
+classical bundle), ``cascade`` (the cascade rule and bundle), ``models`` (loading any bundle kind), ``scores`` (the answers of every model kind), ``inputs``
+(request parsing, limits, the request id),
 ``codec`` (tokenising and response formatting shared by predictor and transformer), ``engine`` (ONNX Runtime),
-``batcher`` (micro-batching), ``metrics`` (Prometheus), ``request_log`` (JSON-lines drift log), ``predictor`` (the
+``batcher`` (micro-batching), ``metrics`` (Prometheus), ``accounting`` (outcomes, latency and the request log of
+every request), ``request_log`` (JSON-lines drift log), ``predictor`` (the
 ``kserve.Model``), ``transformer`` (the Triton transformer), ``server`` (``serve``).
 """

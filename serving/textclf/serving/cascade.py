@@ -21,6 +21,7 @@ import numpy as np
 
 from textclf.serving.bundle import BundleError, read_bundle_json
 from textclf.serving.contract import CASCADE_FILE, CASCADE_STAGE_DIRS
+from textclf.serving.scores import ScoredBatch
 from textclf.text import NORMALISATION_VERSION
 
 #: :data:`CASCADE_FILE`'s format; a server refuses other versions.
@@ -157,16 +158,6 @@ def cascade_probabilities(
     return answers.astype(np.float32), np.where(by_stage1, 1, 2)
 
 
-@dataclass(frozen=True)
-class CascadeScores:
-    """A batch's answers: probabilities ``[n, k]``, the answering stage ``[n]`` and, when stage 1 is served alone,
-    whether each text is deferred to stage 2 (bool ``[n]``; else None)."""
-
-    probabilities: np.ndarray
-    stages: np.ndarray
-    deferred: np.ndarray | None = None
-
-
 class CascadeClassifier:
     """Runs stage 1 on the whole batch and stage 2 only on the texts stage 1 is not sure of.
 
@@ -181,7 +172,7 @@ class CascadeClassifier:
         self.stage2 = stage2
         self.spec = spec
 
-    def score(self, texts: Sequence[str]) -> CascadeScores:
+    def score(self, texts: Sequence[str]) -> ScoredBatch:
         """The cascade's answers for ``texts`` (at least one); equal to :func:`cascade_probabilities` on the same
         stage outputs."""
         texts = list(texts)
@@ -192,9 +183,9 @@ class CascadeClassifier:
         if deferred.size:
             second = self.stage2.probabilities([texts[index] for index in deferred.tolist()])
             answers[deferred] = combine(first[deferred], second, self.spec.stage2_returns)
-        return CascadeScores(answers, np.where(by_stage1, 1, 2))
+        return ScoredBatch(answers, np.where(by_stage1, 1, 2))
 
-    def score_stage(self, stage: int, texts: Sequence[str]) -> CascadeScores:
+    def score_stage(self, stage: int, texts: Sequence[str]) -> ScoredBatch:
         """One stage alone (a stage of a KServe InferenceGraph): stage 1 also says which texts it defers.
 
         Args:
@@ -205,6 +196,6 @@ class CascadeClassifier:
         if stage == 1:
             first = self.stage1.probabilities(texts).astype(np.float32)
             deferred = ~stage1_answers(first, self.spec.threshold)
-            return CascadeScores(first, np.ones(len(texts), dtype=np.int64), deferred)
+            return ScoredBatch(first, np.ones(len(texts), dtype=np.int64), deferred)
         second = self.stage2.probabilities(texts).astype(np.float32)
-        return CascadeScores(second, np.full(len(texts), 2, dtype=np.int64))
+        return ScoredBatch(second, np.full(len(texts), 2, dtype=np.int64))

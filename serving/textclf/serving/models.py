@@ -9,51 +9,16 @@ that the predictor's micro-batcher calls, and one ``explain`` function for ``:ex
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from textclf.serving.bundle import BundleError, BundleKind, bundle_kind, load_bundle
-from textclf.serving.cascade import CascadeClassifier, CascadeScores, ProbabilityModel, read_cascade_spec
+from textclf.serving.cascade import CascadeClassifier, ProbabilityModel, read_cascade_spec
 from textclf.serving.config import Precision
 from textclf.serving.contract import CASCADE_FILE, CASCADE_STAGE_DIRS
 from textclf.serving.explain import CascadeExplainer, Explanation, OcclusionExplainer, occlusion_model_for
-
-
-@dataclass(frozen=True)
-class ScoredText:
-    """One text's answer: probabilities ``[n_labels]``; for a cascade, the answering stage and (stage 1 served
-    alone) whether it defers the text to stage 2."""
-
-    probabilities: np.ndarray
-    stage: int | None = None
-    deferred: bool | None = None
-
-
-@dataclass(frozen=True)
-class ScoredBatch:
-    """Answers of several texts, stacked: probabilities ``[n, k]``, stages ``[n]`` or None, deferred ``[n]`` or
-    None."""
-
-    probabilities: np.ndarray
-    stages: np.ndarray | None
-    deferred: np.ndarray | None
-
-    @classmethod
-    def stack(cls, rows: Sequence[ScoredText]) -> ScoredBatch:
-        """The rows of one request, stacked."""
-        stages = None if rows[0].stage is None else np.array([row.stage for row in rows], dtype=np.int64)
-        deferred = None if rows[0].deferred is None else np.array([row.deferred for row in rows], dtype=bool)
-        return cls(np.stack([row.probabilities for row in rows]), stages, deferred)
-
-
-def _rows(scores: CascadeScores) -> list[ScoredText]:
-    stages = scores.stages.tolist()
-    deferred = [None] * len(stages) if scores.deferred is None else scores.deferred.tolist()
-    return [ScoredText(row, stage, defer) for row, stage, defer in zip(scores.probabilities, stages, deferred,
-                                                                        strict=True)]
+from textclf.serving.scores import ScoredText
 
 
 @dataclass(frozen=True)
@@ -188,9 +153,9 @@ def load_served_model(
     occlusions = [occlusion_model_for(stage.model, max_group_size) for stage in stages]
     if cascade_stage is None:
         return ServedModel(kind, spec.labels, f"cascade-{digest.hexdigest()[:12]}",
-                           lambda texts: _rows(cascade.score(texts)), cascade=True,
+                           lambda texts: cascade.score(texts).rows(), cascade=True,
                            explain=CascadeExplainer(cascade, *occlusions))
     chosen = stages[cascade_stage - 1]
     return ServedModel(kind, spec.labels, chosen.model_version,
-                       lambda texts: _rows(cascade.score_stage(cascade_stage, texts)), cascade=True,
+                       lambda texts: cascade.score_stage(cascade_stage, texts).rows(), cascade=True,
                        stage=cascade_stage, explain=OcclusionExplainer(occlusions[cascade_stage - 1], cascade_stage))

@@ -25,7 +25,8 @@ from textclf.serving.inputs import (
     RequestKind,
     ValidatedInPreprocess,
 )
-from textclf.serving.models import ScoredBatch, ScoredText, ServedModel, load_served_model
+from textclf.serving.models import ServedModel, load_served_model
+from textclf.serving.scores import ScoredBatch, ScoredText
 
 
 @dataclass(frozen=True)
