@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import tempfile
 import time
 from collections.abc import Sequence
@@ -18,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-
 from textclf.config import TrainConfig, TrainMethod
 from textclf.errors import ConfigError, DataValidationError, HardwareUnavailableError
 from textclf.provenance import atomic_directory, git_commit, package_versions, read_json, write_json
@@ -189,8 +189,35 @@ def merge_adapters(model: Any, config: TrainConfig, labels: list[str]) -> Any:
 CHECKPOINT_COMPLETE_MARKER = "trainer_state.json"
 
 
-def last_complete_checkpoint(checkpoint_dir: Path) -> str | None:
-    """Newest checkpoint that was fully written; incomplete ones (a kill during saving) are deleted."""
+def world_size_from_env() -> int:
+    """Processes in this training job: ``WORLD_SIZE`` as torchrun (or a Trainer ``TrainJob``) sets it; 1 otherwise."""
+    try:
+        return max(1, int(os.environ.get("WORLD_SIZE", "1")))
+    except ValueError as exc:
+        raise ConfigError(f"WORLD_SIZE must be an integer; got {os.environ.get('WORLD_SIZE')!r}") from exc
+
+
+def per_process_batch_size(batch_size: int, world_size: int) -> int:
+    """Examples per process and step so that ``world_size`` processes together take ``batch_size`` (the global
+    batch, the same optimiser step as one process).
+
+    Raises:
+        ConfigError: ``batch_size`` is not a multiple of ``world_size`` (checked before anything is loaded).
+    """
+    if world_size < 1:
+        raise ConfigError(f"the number of training processes must be >= 1; got {world_size}")
+    if batch_size % world_size:
+        raise ConfigError(
+            f"batch_size {batch_size} is not divisible by the {world_size} training processes: each process takes "
+            f"batch_size / processes examples per step (the global batch stays batch_size); choose a batch_size "
+            f"that is a multiple of {world_size}"
+        )
+    return batch_size // world_size
+
+
+def last_complete_checkpoint(checkpoint_dir: Path, remove_incomplete: bool = True) -> str | None:
+    """Newest checkpoint that was fully written; incomplete ones (a kill during saving) are deleted when
+    ``remove_incomplete`` (only one process of a distributed job deletes; the others just skip them)."""
     import re
     import shutil
 
@@ -202,8 +229,9 @@ def last_complete_checkpoint(checkpoint_dir: Path) -> str | None:
     for _, path in sorted(numbered, reverse=True):
         if (path / CHECKPOINT_COMPLETE_MARKER).is_file():
             return str(path)
-        log.warning("removing incomplete checkpoint %s (no %s)", path, CHECKPOINT_COMPLETE_MARKER)
-        shutil.rmtree(path, ignore_errors=True)
+        if remove_incomplete:
+            log.warning("removing incomplete checkpoint %s (no %s)", path, CHECKPOINT_COMPLETE_MARKER)
+            shutil.rmtree(path, ignore_errors=True)
     return None
 
 
@@ -237,14 +265,21 @@ def train_model(
         callbacks: Extra ``transformers.TrainerCallback`` objects (e.g. a hyper-parameter search's pruning hook,
             which sees every validation evaluation).
 
+    Distributed data-parallel: run unchanged under ``torchrun`` (or a Trainer ``TrainJob``); every process calls
+    this, ``config.batch_size`` stays the global batch (``batch_size / WORLD_SIZE`` per process), only rank 0
+    writes the model directory, the metadata and checkpoint uploads, and a rerun resumes the same checkpoints with
+    any number of processes (the run key does not depend on it). Other ranks return the same summary once rank 0
+    has written the directory.
+
     Returns:
         The model directory and a training summary.
 
     Raises:
         HardwareUnavailableError: ``qlora`` on a machine without CUDA (raised before anything is loaded).
-        ConfigError: The base model cannot be loaded.
+        ConfigError: The base model cannot be loaded, or ``batch_size`` is not a multiple of ``WORLD_SIZE``.
     """
     check_hardware(config.train_method)
+    per_process_batch_size(config.batch_size, world_size_from_env())
     if not is_remote(config.base_model):
         return _train(Path(split_dir), config, config.base_model, Path(output_dir), checkpoint_root, progress,
                       callbacks)
@@ -356,6 +391,8 @@ def fit_and_save(
     from transformers import DataCollatorWithPadding, EarlyStoppingCallback, Trainer, TrainingArguments
 
     labels, split_report, fingerprints = data.labels, data.report, data.fingerprints
+    world_size = world_size_from_env()
+    per_process_batch = per_process_batch_size(config.batch_size, world_size)
     mirror = None
     scratch_checkpoints = checkpoint_root is None or is_remote(str(checkpoint_root))
     if scratch_checkpoints:
@@ -363,17 +400,13 @@ def fit_and_save(
     else:
         checkpoint_dir = local_path(str(checkpoint_root)) / key
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
-    if checkpoint_root is not None and is_remote(str(checkpoint_root)):
-        mirror = CheckpointMirror(Store(str(checkpoint_root)).child(key), checkpoint_dir, CHECKPOINT_COMPLETE_MARKER)
-        mirror.restore()
-    resume_from = last_complete_checkpoint(checkpoint_dir)
-    if resume_from:
-        log.info("resuming from checkpoint %s", resume_from)
 
+    distributed = world_size > 1
     args = TrainingArguments(
         output_dir=str(checkpoint_dir),
         num_train_epochs=config.epochs,
-        per_device_train_batch_size=config.batch_size,
+        # The global batch is config.batch_size whatever the number of processes (DDP averages the gradients).
+        per_device_train_batch_size=per_process_batch,
         per_device_eval_batch_size=max(config.batch_size, 64),
         learning_rate=config.effective_learning_rate,
         weight_decay=config.weight_decay,
@@ -396,9 +429,28 @@ def fit_and_save(
         disable_tqdm=not progress,
         use_cpu=not torch.cuda.is_available(),
         dataloader_num_workers=0,
+        # gloo on CPU, nccl on CUDA; None (no process group) in a single process.
+        ddp_backend=("nccl" if torch.cuda.is_available() else "gloo") if distributed else None,
+        # Parameters a frozen head or a LoRA base leaves without gradients would otherwise stall DDP's reducer.
+        ddp_find_unused_parameters=distributed and config.train_method is not TrainMethod.FULL,
+        # Our losses are per-example means: the Trainer's token averaging across devices would multiply them by the
+        # number of processes (a sequence classifier's loss ignores num_items_in_batch); DDP's gradient averaging
+        # alone gives the global batch's mean. No effect in one process.
+        average_tokens_across_devices=False,
     )
+    is_main = args.process_index == 0  # initialises the process group under torchrun
+    # Rank 0 restores the mirror and removes cut-off checkpoints first; every rank then resumes the same one.
+    with args.main_process_first(local=False, desc="checkpoint restore"):
+        if is_main and checkpoint_root is not None and is_remote(str(checkpoint_root)):
+            mirror = CheckpointMirror(Store(str(checkpoint_root)).child(key), checkpoint_dir,
+                                      CHECKPOINT_COMPLETE_MARKER)
+            mirror.restore()
+        resume_from = last_complete_checkpoint(checkpoint_dir, remove_incomplete=is_main)
+    if resume_from:
+        log.info("resuming from checkpoint %s (%d process(es))", resume_from, world_size)
+
     callbacks = [EarlyStoppingCallback(config.early_stopping_patience)] if config.early_stopping_patience else []
-    if mirror is not None:
+    if mirror is not None:  # rank 0 only: the uploads of each complete checkpoint
         callbacks.append(mirror.callback())
     callbacks.extend(extra_callbacks)
     trainer = (trainer_class or Trainer)(
@@ -415,6 +467,30 @@ def fit_and_save(
     outcome = trainer.train(resume_from_checkpoint=resume_from)
     wall_seconds = time.perf_counter() - started
     final_eval = trainer.evaluate()
+    history = [entry for entry in trainer.state.log_history if "eval_loss" in entry or "loss" in entry]
+    summary = {
+        "run_key": key,
+        "method": config.method,
+        "resumed_from": resume_from,
+        "global_steps": trainer.state.global_step,
+        "max_steps": trainer.state.max_steps,
+        "early_stopped": trainer.state.global_step < trainer.state.max_steps,
+        "best_checkpoint": trainer.state.best_model_checkpoint,
+        "train_rows": len(train_data),
+        "validation_rows": len(validation_data),
+        "train_loss": outcome.training_loss,
+        "train_samples_per_second": outcome.metrics.get("train_samples_per_second"),
+        "train_runtime_seconds": outcome.metrics.get("train_runtime"),
+        "wall_seconds_this_process": wall_seconds,
+        "validation_loss": final_eval["eval_loss"],
+        "validation_accuracy": final_eval["eval_accuracy"],
+        "world_size": world_size,
+        "per_process_batch_size": per_process_batch,
+    }
+    if not is_main:
+        # Rank 0 writes the model directory; the others wait for it, so the job ends when the model is in place.
+        _barrier()
+        return TrainResult(output_dir, summary)
 
     model = trainer.model
     with atomic_directory(output_dir) as staging:
@@ -423,24 +499,6 @@ def fit_and_save(
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
         write_json(staging / LABELS_FILE, {"labels": labels})
-        history = [entry for entry in trainer.state.log_history if "eval_loss" in entry or "loss" in entry]
-        summary = {
-            "run_key": key,
-            "method": config.method,
-            "resumed_from": resume_from,
-            "global_steps": trainer.state.global_step,
-            "max_steps": trainer.state.max_steps,
-            "early_stopped": trainer.state.global_step < trainer.state.max_steps,
-            "best_checkpoint": trainer.state.best_model_checkpoint,
-            "train_rows": len(train_data),
-            "validation_rows": len(validation_data),
-            "train_loss": outcome.training_loss,
-            "train_samples_per_second": outcome.metrics.get("train_samples_per_second"),
-            "train_runtime_seconds": outcome.metrics.get("train_runtime"),
-            "wall_seconds_this_process": wall_seconds,
-            "validation_loss": final_eval["eval_loss"],
-            "validation_accuracy": final_eval["eval_accuracy"],
-        }
         write_json(
             staging / METADATA_FILE,
             {
@@ -468,4 +526,14 @@ def fit_and_save(
         import shutil
 
         shutil.rmtree(checkpoint_dir, ignore_errors=True)
+    if distributed:
+        _barrier()
     return TrainResult(output_dir, summary)
+
+
+def _barrier() -> None:
+    """Wait for every process of the job (no-op outside a process group)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
