@@ -405,6 +405,7 @@ def build_parser(with_pipeline_flags: bool = True, pipeline: str = DEFAULT_LOCAL
     from textclf.cli.deploy import add_deploy_commands
     from textclf.cli.gate import add_gate_commands
     from textclf.cli.registry import add_registry_commands
+    from textclf.cli.tune import add_tune_commands
 
     from textclf.loop import add_loop_command
     from textclf.cli.monitor import add_bench_drift_command, add_monitor_commands
@@ -415,6 +416,7 @@ def build_parser(with_pipeline_flags: bool = True, pipeline: str = DEFAULT_LOCAL
     add_monitor_commands(commands)
     add_bench_drift_command(commands)
     add_loop_command(commands)
+    add_tune_commands(commands)
     return parser
 
 
