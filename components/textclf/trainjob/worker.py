@@ -37,18 +37,34 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     rank = os.environ.get("RANK", "0")
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s rank{rank} %(levelname)s %(name)s: %(message)s")
-    from textclf.train import train_model
-
     try:
         config = config_from_json(args.config)
-        result = train_model(args.splits, config, args.output, checkpoint_root=args.checkpoint_root or None,
-                             progress=not args.no_progress)
+        result = _train(args, config)
     except TextclfError as exc:
         print(f"textclf train (rank {rank}): error: {exc}", file=sys.stderr)
         return 2
     if rank == "0":
         print(json.dumps({"textclf_train_summary": result.summary}, default=str), flush=True)
     return 0
+
+
+def _train(args: argparse.Namespace, config):
+    """Train; ``s3://`` / ``gs://`` splits are downloaded first and a remote output is uploaded by rank 0 (a
+    TrainJob's pods share no disk with the KFP step that launched them)."""
+    import tempfile
+    from pathlib import Path
+
+    from textclf.storage import is_remote, localize, upload
+    from textclf.train import train_model
+
+    with tempfile.TemporaryDirectory(prefix="textclf-worker-") as scratch:
+        splits = localize(args.splits, Path(scratch) / "splits") if is_remote(args.splits) else args.splits
+        output = Path(scratch) / "model" if is_remote(args.output) else args.output
+        result = train_model(splits, config, output, checkpoint_root=args.checkpoint_root or None,
+                             progress=not args.no_progress)
+        if is_remote(args.output) and os.environ.get("RANK", "0") == "0":
+            upload(output, args.output)
+    return result
 
 
 if __name__ == "__main__":
