@@ -369,3 +369,67 @@ def test_tune_manifest_command_writes_yaml(tmp_path):
     assert experiment["spec"]["maxTrialCount"] == 6
     assert "--max-length" in experiment["spec"]["trialTemplate"]["trialSpec"]["spec"]["template"]["spec"][
         "containers"][0]["command"]
+
+
+# --- the CLI's trial command, the KFP component, the benchmark's settings (no training) --------------------------
+
+
+def test_train_trial_applies_best_params_and_prints_the_objective(tmp_path, monkeypatch, capsys):
+    import textclf.train
+    from textclf.cli import main
+    from textclf.train import TrainResult
+
+    seen = {}
+
+    def fake_train_model(split_dir, config, output_dir, checkpoint_root=None, progress=True, callbacks=()):
+        seen.update(split_dir=split_dir, config=config, checkpoint_root=checkpoint_root)
+        return TrainResult(Path(output_dir), {"validation_accuracy": 0.91, "validation_loss": 0.27})
+
+    monkeypatch.setattr(textclf.train, "train_model", fake_train_model)
+    (tmp_path / BEST_PARAMS_FILE).write_text(json.dumps({"params": {"learning_rate": 3e-5, "batch_size": 16}}))
+    assert main(["train-trial", "--splits-dir", str(tmp_path), "--epochs", "2", "--learning-rate", "1e-3",
+                 "--hyperparameters", str(tmp_path / BEST_PARAMS_FILE)]) == 0
+    assert seen["config"].learning_rate == 3e-5 and seen["config"].batch_size == 16 and seen["config"].epochs == 2
+    assert capsys.readouterr().out.splitlines() == ["validation_accuracy=0.91", "validation_loss=0.27"]
+    assert main(["train-trial", "--splits-dir", str(tmp_path), "--warmup-ratio", "1.5"]) == 2  # TrainConfig refuses
+
+
+def test_tune_component_passes_its_inputs_to_the_search(tmp_path, monkeypatch):
+    import textclf.tune
+    from textclf.tune import TuneResult
+    from textclf.tune.component import tune_op
+
+    calls = {}
+
+    def fake_run_search(split_dir, output_dir, config, base_config, space):
+        calls.update(split_dir=split_dir, config=config, base=base_config, space=space)
+        return TuneResult(Path(output_dir), {"params": {"learning_rate": 2e-5}, "validation_accuracy": 0.9,
+                                             "trial_number": 3})
+
+    monkeypatch.setattr(textclf.tune, "run_search", fake_run_search)
+    artifact = SimpleNamespace(path=str(tmp_path / "best"), metadata={})
+    returned = tune_op.python_func(
+        splits=SimpleNamespace(path=str(tmp_path)), best_params=artifact, n_trials=5, study_name="s",
+        storage="sqlite:///x.db", search_space='{"weight_decay": {"low": 0, "high": 0.1}}', base_model="",
+        method="lora", max_length=64, checkpoint_steps=20, seed=3, tune_seed=9)
+    assert json.loads(returned) == {"learning_rate": 2e-5}
+    assert calls["config"] == TuneConfig(n_trials=5, study_name="s", storage="sqlite:///x.db", seed=9)
+    assert (calls["base"].method, calls["base"].max_length, calls["base"].seed) == ("lora", 64, 3)
+    assert calls["space"].names == ("weight_decay",) and artifact.metadata["trial_number"] == 3
+    inputs = set(tune_op.component_spec.inputs)
+    assert inputs >= {"splits", "n_trials", "storage", "search_space"}
+    for name in inputs:  # the docstring is the contract: every input is described
+        assert f"{name}:" in tune_op.python_func.__doc__
+
+
+def test_bench_settings_are_checked_and_recorded():
+    from textclf.benchmarks.tune_bench import TuneBenchSettings
+
+    settings = TuneBenchSettings(dataset_uri="/data")
+    assert (settings.n_trials, settings.max_train_rows, settings.max_test_rows) == (12, 6000, 0)
+    assert settings.key() == TuneBenchSettings(dataset_uri="/data", n_trials=20).key()  # more trials: same study
+    assert settings.key() != TuneBenchSettings(dataset_uri="/data", max_train_rows=300).key()
+    with pytest.raises(ConfigError, match="unknown search space parameter"):
+        TuneBenchSettings(dataset_uri="/data", search_space='{"momentum": {"low": 0.1, "high": 0.9}}')
+    with pytest.raises(ConfigError, match="n_trials"):
+        TuneBenchSettings(dataset_uri="/data", n_trials=0)
