@@ -433,3 +433,13 @@ def test_bench_settings_are_checked_and_recorded():
         TuneBenchSettings(dataset_uri="/data", search_space='{"momentum": {"low": 0.1, "high": 0.9}}')
     with pytest.raises(ConfigError, match="n_trials"):
         TuneBenchSettings(dataset_uri="/data", n_trials=0)
+
+
+def test_bench_does_not_retrain_when_the_defaults_win():
+    from textclf.benchmarks.tune_bench import _same_training
+    from textclf.tune import apply_overrides
+
+    base = TrainConfig(base_model="x", checkpoint_steps=50)
+    defaults_trial = {"learning_rate": 1e-4, "epochs": 1.0, "batch_size": 32, "label_smoothing": 0.0}
+    assert _same_training(apply_overrides(base, defaults_trial), base)  # lr 1e-4 is full's default (0)
+    assert not _same_training(apply_overrides(base, {"learning_rate": 2e-4}), base)

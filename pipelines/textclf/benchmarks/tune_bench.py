@@ -122,6 +122,11 @@ def _train_and_score(name: str, config: TrainConfig, splits: Path, work_dir: Pat
     }
 
 
+def _same_training(a: TrainConfig, b: TrainConfig) -> bool:
+    """Whether two configurations train the same model (a learning rate of 0 is the method's default)."""
+    return a.to_dict() | {"learning_rate": None} == b.to_dict() | {"learning_rate": None}
+
+
 def run_tune_benchmark(settings: TuneBenchSettings, output: Path, work_dir: Path) -> dict[str, Any]:
     """Run the benchmark (resuming whatever a killed run finished) and write its JSON to ``output``."""
     started = time.perf_counter()
@@ -135,7 +140,11 @@ def run_tune_benchmark(settings: TuneBenchSettings, output: Path, work_dir: Path
     best = search.best
     defaults_trial = best["defaults_trial"]
     defaults = _train_and_score("defaults", base, splits, work_dir)
-    tuned = _train_and_score("tuned", apply_overrides(base, best["params"]), splits, work_dir)
+    tuned_config = apply_overrides(base, best["params"])
+    if _same_training(tuned_config, base):  # the defaults won: nothing else to train
+        tuned = {**defaults, "same_as_defaults": True}
+    else:
+        tuned = _train_and_score("tuned", tuned_config, splits, work_dir)
     validation_gain = best["validation_accuracy"] - defaults_trial["validation_accuracy"]
     test_gain = tuned["test_accuracy"] - defaults["test_accuracy"]
     finished = best["trials"]["COMPLETE"] + best["trials"]["PRUNED"]
