@@ -123,7 +123,8 @@ SMALL_SPACE = SearchSpace((ParamRange("learning_rate", "float", 1e-5, 1e-3, log=
 
 def test_search_resumes_from_its_storage_without_repeating_trials(tmp_path):
     storage = f"sqlite:///{tmp_path / 'study.db'}"
-    config = TuneConfig(n_trials=3, storage=storage, study_name="resume", startup_trials=1)
+    # All random startup trials (no pruning either): a restarted sampler would draw the same parameters again.
+    config = TuneConfig(n_trials=3, storage=storage, study_name="resume", startup_trials=10)
     fake = FakeTrainer()
     first = run_search(tmp_path, tmp_path / "out", config, TrainConfig(base_model="x"), SMALL_SPACE, fake)
     assert len(fake.calls) == 3 and first.best["trials"]["COMPLETE"] + first.best["trials"]["PRUNED"] == 3
@@ -137,10 +138,11 @@ def test_search_resumes_from_its_storage_without_repeating_trials(tmp_path):
                         "weight_decay": optuna.distributions.FloatDistribution(0.0, 0.1)})
     again = FakeTrainer()
     result = run_search(tmp_path, tmp_path / "out", TuneConfig(n_trials=5, storage=storage, study_name="resume",
-                        startup_trials=1), TrainConfig(base_model="x"), SMALL_SPACE, again)
+                        startup_trials=10), TrainConfig(base_model="x"), SMALL_SPACE, again)
     assert len(again.calls) == 2  # 3 done before, 5 wanted: the retried trial and one new one
     assert again.calls[0] == {"learning_rate": killed.params["learning_rate"],
                               "weight_decay": killed.params["weight_decay"]}
+    assert again.calls[1] not in fake.calls  # a new process does not redraw the first one's parameters
     states = [t["state"] for t in result.trials]
     assert states.count("FAIL") == 1 and states.count("RUNNING") == 0
     # Nothing left to do: a third run trains nothing and reports the same best trial.

@@ -142,12 +142,21 @@ def create_study(config: TuneConfig, storage: str, checkpoint_steps: int = Train
     into steps."""
     import optuna
 
-    sampler = optuna.samplers.TPESampler(seed=config.seed, n_startup_trials=config.startup_trials)
     # A trial reports at steps checkpoint_steps, 2 * checkpoint_steps, ...; the pruner skips steps below the warm-up.
     warmup_steps = config.pruner_warmup_evaluations * checkpoint_steps + 1 if config.pruner_warmup_evaluations else 0
     pruner = optuna.pruners.MedianPruner(n_startup_trials=config.startup_trials, n_warmup_steps=warmup_steps)
-    return optuna.create_study(study_name=config.study_name, storage=storage, sampler=sampler, pruner=pruner,
-                               direction=OBJECTIVE_DIRECTION, load_if_exists=True)
+
+    def sampler(trials_so_far: int) -> Any:
+        # The sampler's random numbers restart with every process: offset by the trials already in the study, a
+        # resumed search does not draw the random startup trials of the first process again.
+        return optuna.samplers.TPESampler(seed=config.seed + trials_so_far, n_startup_trials=config.startup_trials)
+
+    study = optuna.create_study(study_name=config.study_name, storage=storage, sampler=sampler(0), pruner=pruner,
+                                direction=OBJECTIVE_DIRECTION, load_if_exists=True)
+    if study.trials:
+        study = optuna.load_study(study_name=config.study_name, storage=storage, sampler=sampler(len(study.trials)),
+                                  pruner=pruner)
+    return study
 
 
 def _retry_interrupted(study: Any) -> int:
