@@ -445,3 +445,21 @@ def test_bench_does_not_retrain_when_the_defaults_win():
     defaults_trial = {"learning_rate": 1e-4, "epochs": 1.0, "batch_size": 32, "label_smoothing": 0.0}
     assert _same_training(apply_overrides(base, defaults_trial), base)  # lr 1e-4 is full's default (0)
     assert not _same_training(apply_overrides(base, {"learning_rate": 2e-4}), base)
+
+
+def test_tune_command_runs_a_search_and_resumes_it(tmp_path, monkeypatch, capsys):
+    import textclf.tune
+    from textclf.cli import main
+
+    fake = FakeTrainer()
+    real_run_search = textclf.tune.run_search
+    monkeypatch.setattr(textclf.tune, "run_search",
+                        lambda *args, **kwargs: real_run_search(*args, **kwargs, train_trial=fake))
+    argv = ["tune", "--splits-dir", str(tmp_path), "--output", str(tmp_path / "out"), "--trials", "2",
+            "--storage", f"sqlite:///{tmp_path / 's.db'}", "--study-name", "cli", "--max-length", "64",
+            "--search-space", '{"learning_rate": {"low": 1e-5, "high": 1e-3, "log": true}}']
+    assert main(argv) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["trials"]["COMPLETE"] == 2 and printed["study_name"] == "cli"
+    assert json.loads((tmp_path / "out" / BEST_PARAMS_FILE).read_text())["base_config"]["max_length"] == 64
+    assert main([*argv, "--trials", "3"]) == 0 and len(fake.calls) == 3  # the same study: one more trial only
