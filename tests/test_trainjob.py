@@ -13,9 +13,8 @@ import json
 import jsonschema
 import pytest
 import yaml
+from storage_servers import S3_REGION, make_s3_bucket, s3_server  # noqa: F401  (pytest fixture)
 from test_manifests import MANIFESTS, REPO_ROOT, _strict, render
-from trainjob_fakes import TrainJobCluster, condition, jobs_status
-
 from textclf.config import TrainConfig
 from textclf.errors import ConfigError
 from textclf.images import COMPONENT_IMAGE
@@ -29,6 +28,7 @@ from textclf.trainjob.kube import (
     trainjob_name,
 )
 from textclf.trainjob.launch import worker_arguments
+from trainjob_fakes import TrainJobCluster, condition, jobs_status
 
 CRD_DIR = REPO_ROOT.parent / "shared" / "schemas" / "kubeflow-trainer"
 CRD_FILES = {"TrainJob": "trainer.kubeflow.org_trainjobs.yaml",
@@ -38,7 +38,7 @@ requires_crds = pytest.mark.skipif(not (CRD_DIR / CRD_FILES["TrainJob"]).is_file
                                    reason=f"Kubeflow Trainer CRDs not found at {CRD_DIR}")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _validator(kind: str) -> jsonschema.Draft4Validator:
     crd = yaml.safe_load((CRD_DIR / CRD_FILES[kind]).read_text())
     assert crd["spec"]["group"] == "trainer.kubeflow.org" and crd["spec"]["names"]["kind"] == kind
@@ -168,18 +168,18 @@ def test_run_trainjob_creates_the_exact_body_and_follows_the_status_to_complete(
 
 
 def test_a_failed_trainjob_raises_with_its_message_and_the_trainer_log():
-    with TrainJobCluster(_failed_script(), logs="rank1: RuntimeError: boom\nChildFailedError") as cluster:
-        with pytest.raises(TrainingFailedError, match=r"failed: JobsFailed: jobset failed: node-0 exit code 1") as err:
-            run_trainjob(_body(), JOB, kube_api_client(cluster.url), clock=_clock(), sleep=lambda s: None)
+    with (TrainJobCluster(_failed_script(), logs="rank1: RuntimeError: boom\nChildFailedError") as cluster,
+          pytest.raises(TrainingFailedError, match=r"failed: JobsFailed: jobset failed: node-0 exit code 1") as err):
+        run_trainjob(_body(), JOB, kube_api_client(cluster.url), clock=_clock(), sleep=lambda s: None)
     assert "ChildFailedError" in str(err.value) and "RuntimeError: boom" in str(err.value)
 
 
 def test_a_trainjob_that_never_starts_times_out_with_a_clear_message_and_is_deleted():
     pending = {"conditions": [condition("Created", "JobsCreationSucceeded", "jobs are created")],
                "jobsStatus": jobs_status()}
-    with TrainJobCluster([pending]) as cluster:
-        with pytest.raises(TrainingFailedError, match=r"never started: no trainer pod ran within 30 s") as err:
-            run_trainjob(_body(), JOB, kube_api_client(cluster.url), clock=_clock(5.0), sleep=lambda s: None)
+    with (TrainJobCluster([pending]) as cluster,
+          pytest.raises(TrainingFailedError, match=r"never started: no trainer pod ran within 30 s") as err):
+        run_trainjob(_body(), JOB, kube_api_client(cluster.url), clock=_clock(5.0), sleep=lambda s: None)
     assert "TrainingRuntime 'textclf-torch-distributed' exists in ml" in str(err.value)
     assert "deleted" in str(err.value)
     assert cluster.deleted == [("ml", "textclf-train-0001")]
@@ -188,9 +188,9 @@ def test_a_trainjob_that_never_starts_times_out_with_a_clear_message_and_is_dele
 def test_an_unfinished_trainjob_times_out_after_timeout_seconds():
     running = {"jobsStatus": jobs_status(active=2, ready=2)}
     job = TrainJobConfig(start_timeout_seconds=30, timeout_seconds=60, poll_seconds=1)
-    with TrainJobCluster([running], logs="still training") as cluster:
-        with pytest.raises(TrainingFailedError, match=r"(?s)did not finish within 60 s .*still training"):
-            run_trainjob(_body(), job, kube_api_client(cluster.url), clock=_clock(10.0), sleep=lambda s: None)
+    with (TrainJobCluster([running], logs="still training") as cluster,
+          pytest.raises(TrainingFailedError, match=r"(?s)did not finish within 60 s .*still training")):
+        run_trainjob(_body(), job, kube_api_client(cluster.url), clock=_clock(10.0), sleep=lambda s: None)
     assert cluster.deleted
 
 
@@ -244,9 +244,46 @@ def test_bad_settings_are_refused_before_the_api_is_called(tmp_path):
 
 def test_trainjob_op_compiles(tmp_path):
     from kfp import compiler
-
     from textclf.trainjob.component import trainjob_op
 
     compiler.Compiler().compile(trainjob_op, str(tmp_path / "trainjob_op.yaml"))
     spec = yaml.safe_load((tmp_path / "trainjob_op.yaml").read_text())
     assert "workers" in spec["root"]["inputDefinitions"]["parameters"]
+
+
+# --- the worker's object-store paths (what a TrainJob pod does), against moto's S3 on 127.0.0.1 ----------------
+
+
+@pytest.mark.parametrize("rank", ["0", "1"])
+def test_worker_reads_remote_splits_and_rank_zero_uploads_the_model(rank, s3_server, tmp_path,  # noqa: F811
+                                                                  monkeypatch):
+    import textclf.train
+    from textclf.storage import Store, upload
+    from textclf.train import TrainResult
+    from textclf.trainjob import worker
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://{s3_server.endpoint}")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3_server.access_key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_server.secret_key)
+    monkeypatch.setenv("AWS_REGION", S3_REGION)
+    monkeypatch.setenv("RANK", rank)
+    bucket = make_s3_bucket(s3_server)
+    (tmp_path / "splits").mkdir()
+    (tmp_path / "splits" / "train.parquet").write_bytes(b"rows")
+    upload(tmp_path / "splits", f"s3://{bucket}/run/splits")
+    seen = {}
+
+    def fake_train_model(splits, config, output, checkpoint_root=None, progress=True):
+        seen.update(splits=str(splits), batch_size=config.batch_size, checkpoint_root=checkpoint_root)
+        assert (splits / "train.parquet").read_bytes() == b"rows"  # downloaded before training
+        if rank == "0":
+            output.mkdir(parents=True)
+            (output / "textclf_metadata.json").write_text('{"training": {}}')
+        return TrainResult(output, {"validation_accuracy": 0.5})
+
+    monkeypatch.setattr(textclf.train, "train_model", fake_train_model)
+    args = worker_arguments(f"s3://{bucket}/run/splits", TRAIN, f"s3://{bucket}/run/model", f"s3://{bucket}/ckpt",
+                            progress=False)
+    assert worker.main(args) == 0
+    assert seen["batch_size"] == 32 and seen["checkpoint_root"] == f"s3://{bucket}/ckpt"
+    assert Store(f"s3://{bucket}/run/model").exists("textclf_metadata.json") == (rank == "0")
