@@ -439,13 +439,17 @@ def fit_and_save(
         average_tokens_across_devices=False,
     )
     is_main = args.process_index == 0  # initialises the process group under torchrun
-    # Rank 0 restores the mirror and removes cut-off checkpoints first; every rank then resumes the same one.
-    with args.main_process_first(local=False, desc="checkpoint restore"):
-        if is_main and checkpoint_root is not None and is_remote(str(checkpoint_root)):
+    is_node_main = args.local_process_index == 0
+    # The first process of each node restores the mirror (each node has its own disk) and removes cut-off
+    # checkpoints before the node's other processes look; every process then resumes the same checkpoint.
+    with args.main_process_first(local=True, desc="checkpoint restore"):
+        if is_node_main and checkpoint_root is not None and is_remote(str(checkpoint_root)):
             mirror = CheckpointMirror(Store(str(checkpoint_root)).child(key), checkpoint_dir,
                                       CHECKPOINT_COMPLETE_MARKER)
             mirror.restore()
-        resume_from = last_complete_checkpoint(checkpoint_dir, remove_incomplete=is_main)
+        resume_from = last_complete_checkpoint(checkpoint_dir, remove_incomplete=is_node_main)
+    if not is_main:
+        mirror = None  # rank 0 alone saves checkpoints, so it alone uploads them
     if resume_from:
         log.info("resuming from checkpoint %s (%d process(es))", resume_from, world_size)
 
