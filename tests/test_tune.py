@@ -90,6 +90,9 @@ def test_pruning_callback_reports_and_prunes():
     pruning_callback(good).on_evaluate(None, SimpleNamespace(global_step=10), None,
                                        metrics={"eval_accuracy": 0.95})
     assert good.storage.get_trial(good._trial_id).intermediate_values == {10: 0.95}
+    rows = pruning_callback(study.ask(), rows_per_step=32)  # the step reported is the training rows seen
+    rows.on_evaluate(None, SimpleNamespace(global_step=10), None, metrics={"eval_accuracy": 0.9})
+    assert list(rows.reported_steps) == [320]
     callback = pruning_callback(bad)
     callback.on_evaluate(None, SimpleNamespace(global_step=10), None, metrics={"eval_loss": 1.0})  # no accuracy
     with pytest.raises(optuna.TrialPruned, match="step 10"):
@@ -206,7 +209,8 @@ def test_real_tiny_search_trains_and_writes_best_params(tiny_splits, tmp_path):
     assert result.best["trials"]["COMPLETE"] + result.best["trials"]["PRUNED"] == 2
     assert result.best["trials"]["COMPLETE"] >= 1  # the first trial (the defaults) is never pruned
     assert 0.0 <= result.best["validation_accuracy"] <= 1.0 and result.best["validation_loss"] > 0
-    assert all("2" in t["intermediate"] for t in result.trials)  # the validation evaluation reached the trial
+    # The validation evaluation after step 2 reached the trial, reported at the rows seen (2 steps of 16).
+    assert all("32" in t["intermediate"] for t in result.trials)
     assert result.best["defaults_trial"]["params"] == {"learning_rate": 1e-4, "warmup_ratio": 0.06}
     assert apply_best_params(base, tmp_path / "out").learning_rate == result.best["params"]["learning_rate"]
 

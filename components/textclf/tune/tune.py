@@ -1,10 +1,10 @@
 """Tune: an Optuna search (TPE sampler, median pruner) over :class:`~textclf.config.TrainConfig` fields.
 
 Each trial fine-tunes with :func:`textclf.train.train_model` on the validate stage's splits; the validation split
-is evaluated every ``checkpoint_steps`` and each evaluation is reported to the trial, so the median pruner stops
-trials that trail the earlier ones at the same step. The study lives in an RDB storage (``sqlite:///study.db``
-locally), so a killed search resumes where it stopped: finished trials are kept, the trial that was running is
-retried with the same parameters.
+is evaluated every ``checkpoint_steps`` and each evaluation is reported to the trial (at the training rows seen),
+so the median pruner stops trials that trail the earlier ones after as many rows. The study lives in an RDB
+storage (``sqlite:///study.db`` locally), so a killed search resumes where it stopped: finished trials are kept,
+the trial that was running is retried with the same parameters.
 
 The objective is the validation accuracy of the trial's saved (best) checkpoint, maximised; its validation loss is
 recorded beside it. Accuracy rather than the loss because the loss the Trainer reports includes label smoothing,
@@ -102,9 +102,13 @@ class TuneResult:
     trials: list[dict[str, Any]] = field(default_factory=list)
 
 
-def pruning_callback(trial: Any, metric: str = INTERMEDIATE_METRIC) -> Any:
+def pruning_callback(trial: Any, metric: str = INTERMEDIATE_METRIC, rows_per_step: int = 1) -> Any:
     """A ``transformers.TrainerCallback`` that reports ``metrics[metric]`` of every validation evaluation to the
-    Optuna ``trial`` (step: the global step) and raises ``optuna.TrialPruned`` when the trial's pruner says so."""
+    Optuna ``trial`` and raises ``optuna.TrialPruned`` when the trial's pruner says so.
+
+    The step reported is the global step times ``rows_per_step`` (the trial's batch size): the training rows seen,
+    so that the median pruner compares trials of different batch sizes after the same amount of data (it compares
+    values reported at equal steps)."""
     import optuna
     from transformers import TrainerCallback
 
@@ -115,12 +119,14 @@ def pruning_callback(trial: Any, metric: str = INTERMEDIATE_METRIC) -> Any:
         def on_evaluate(self, args: Any, state: Any, control: Any, metrics: Mapping[str, float] | None = None,
                         **kwargs: Any) -> None:
             # The final evaluation after training repeats the last step's: reported once.
-            if not metrics or metric not in metrics or int(state.global_step) in self.reported_steps:
+            step = int(state.global_step) * rows_per_step
+            if not metrics or metric not in metrics or step in self.reported_steps:
                 return
-            self.reported_steps.add(int(state.global_step))
-            trial.report(float(metrics[metric]), step=int(state.global_step))
+            self.reported_steps.add(step)
+            trial.report(float(metrics[metric]), step=step)
             if trial.should_prune():
-                raise optuna.TrialPruned(f"pruned at step {state.global_step}: {metric}={metrics[metric]:.4f}")
+                raise optuna.TrialPruned(f"pruned at step {state.global_step} ({step} rows): "
+                                         f"{metric}={metrics[metric]:.4f}")
 
     return OptunaPruningCallback()
 
@@ -136,14 +142,15 @@ def _train_trial(split_dir: Path, config: TrainConfig, output_dir: Path, callbac
                        callbacks=callbacks).summary
 
 
-def create_study(config: TuneConfig, storage: str, checkpoint_steps: int = TrainConfig.checkpoint_steps) -> Any:
+def create_study(config: TuneConfig, storage: str, rows_per_evaluation: int = 1) -> Any:
     """The study (created, or loaded if it exists): TPE sampler, median pruner, maximising the objective.
-    ``checkpoint_steps`` (the steps between validation evaluations) turns the pruner's warm-up from evaluations
-    into steps."""
+    ``rows_per_evaluation`` (the fewest training rows between two validation evaluations of any trial) turns the
+    pruner's warm-up from evaluations into the rows seen that :func:`pruning_callback` reports as steps."""
     import optuna
 
-    # A trial reports at steps checkpoint_steps, 2 * checkpoint_steps, ...; the pruner skips steps below the warm-up.
-    warmup_steps = config.pruner_warmup_evaluations * checkpoint_steps + 1 if config.pruner_warmup_evaluations else 0
+    # The pruner skips steps (rows seen) below the warm-up: the first evaluations of the trial with the smallest
+    # batch, and at least as many rows of the others.
+    warmup_steps = config.pruner_warmup_evaluations * rows_per_evaluation + 1 if config.pruner_warmup_evaluations else 0
     pruner = optuna.pruners.MedianPruner(n_startup_trials=config.startup_trials, n_warmup_steps=warmup_steps)
 
     def sampler(trials_so_far: int) -> Any:
@@ -216,7 +223,9 @@ def run_search(
     check_space(space, base_config)  # before any training
     output_dir.mkdir(parents=True, exist_ok=True)
     storage = config.storage_url(output_dir)
-    study = create_study(config, storage, base_config.checkpoint_steps)
+    batch_sizes = [p.choices or (p.low,) for p in space.params if p.name == "batch_size"]
+    smallest_batch = int(min(batch_sizes[0])) if batch_sizes else base_config.batch_size
+    study = create_study(config, storage, base_config.checkpoint_steps * smallest_batch)
     retried = _retry_interrupted(study)
     if config.enqueue_defaults and not study.trials:
         study.enqueue_trial(defaults, user_attrs={"defaults": True})
@@ -227,7 +236,8 @@ def run_search(
         trial_config = apply_overrides(base_config, overrides)
         log.info("trial %d: %s", trial.number, overrides)
         with tempfile.TemporaryDirectory(prefix=f"textclf-trial-{trial.number}-") as scratch:
-            summary = trainer(split_dir, trial_config, Path(scratch) / "model", [pruning_callback(trial)])
+            callbacks = [pruning_callback(trial, rows_per_step=trial_config.batch_size)]
+            summary = trainer(split_dir, trial_config, Path(scratch) / "model", callbacks)
         for name in ADDITIONAL_METRICS:
             trial.set_user_attr(name, float(summary[name]))
         trial.set_user_attr("global_steps", summary.get("global_steps"))
