@@ -1,7 +1,7 @@
 """KFP component: train (thin wrapper around :func:`textclf.train.train_model`)."""
 
 from kfp import dsl
-from kfp.dsl import Dataset, Input, Model, Output
+from kfp.dsl import Artifact, Dataset, Input, Model, Output
 
 from textclf.images import COMPONENT_IMAGE
 
@@ -20,6 +20,8 @@ def train_op(
     seed: int,
     checkpoint_root: str,
     model: Output[Model],
+    tensorboard: Output[Artifact],
+    hyperparameters: str = "",
 ) -> float:
     """Fine-tune a transformer classifier (``full``, ``lora`` merged for export, or ``qlora`` on CUDA).
 
@@ -39,12 +41,22 @@ def train_op(
             ``s3://`` / ``gs://`` prefix that each complete checkpoint is mirrored to; a rerun with the same
             parameters and data resumes from the newest one. Empty: no resume across runs.
         model: Output directory: safetensors weights, tokenizer, ``labels.json``, ``textclf_metadata.json``.
+        tensorboard: Output directory: the run's TensorBoard event files (loss, learning rate, validation loss and
+            accuracy); open its URI with a Kubeflow ``Tensorboard`` or ``tensorboard --logdir``. With
+            ``MLFLOW_TRACKING_URI`` set in the step's environment the run is also logged to MLflow (parameters,
+            metrics, the model); an unreachable server is a warning (:mod:`textclf.train.tracking`).
+        hyperparameters: A tune stage's result applied over the settings above: ``tune_op``'s returned JSON
+            (``{field: value}``), a ``best_params.json`` path, or empty for none.
 
     Returns:
         The validation accuracy of the saved (best) model.
     """
+    import json
+
     from textclf.config import TrainConfig
     from textclf.train import train_model
+    from textclf.train.tracking import TrackingConfig, log_model, tracking_callbacks
+    from textclf.tune.tune import apply_best_params
 
     overrides = {"base_model": base_model} if base_model else {}
     config = TrainConfig(
@@ -52,7 +64,15 @@ def train_op(
         max_length=int(max_length), checkpoint_steps=int(checkpoint_steps),
         early_stopping_patience=int(early_stopping_patience), seed=int(seed), **overrides,
     )
-    result = train_model(splits.path, config, model.path, checkpoint_root=checkpoint_root or None)
+    if hyperparameters.strip():
+        tuned = hyperparameters.strip()
+        config = apply_best_params(config, json.loads(tuned) if tuned.startswith("{") else tuned)
+    callbacks = tracking_callbacks(TrackingConfig(tensorboard_dir=tensorboard.path),
+                                   config.to_dict())
+    result = train_model(splits.path, config, model.path, checkpoint_root=checkpoint_root or None,
+                         callbacks=callbacks)
+    log_model(callbacks, model.path, {"validation_accuracy": result.summary["validation_accuracy"]})
+    tensorboard.metadata["logdir"] = tensorboard.uri
     model.metadata.update(
         {key: value for key, value in result.summary.items() if isinstance(value, (int, float, str, bool))}
     )

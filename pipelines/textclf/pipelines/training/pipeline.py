@@ -131,11 +131,13 @@ def build_training_pipeline(gpu: bool = False) -> Any:
         min_int8_agreement: float = _EXPORT.min_int8_agreement,
         registry_uri: str = "",
         registry_notes: str = "",
+        hyperparameters: str = "",
     ) -> TrainingOutputs:
         """Args: see the components; ``dataset_uri`` (a path, ``s3://`` or ``gs://`` prefix) is required,
         ``base_model`` empty means the packaged all-MiniLM-L6-v2, ``checkpoint_root`` a persistent path or object-store
         prefix that lets a rerun resume training, ``registry_uri`` non-empty registers the exported model there as a
-        new ``candidate`` version."""
+        new ``candidate`` version, ``hyperparameters`` a tune stage's result (``tune_op``'s JSON or a
+        ``best_params.json`` path) applied over the train settings."""
         steps = add_model_steps(train_component, gpu, pipeline_parameters(locals()))
         with dsl.If(registry_uri != "", name="register-requested"):
             register_op(
