@@ -15,6 +15,7 @@ import json
 import random
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -276,6 +277,12 @@ def test_accuracy_drop_triggers_like_drift_and_ab_report_reads_the_store(server,
     code, report = get(f"{url}{AB_PATH}?control={version}&treatment=other-version")
     assert code == 200 and report["variants"]["treatment"]["labelled"] == 16
     assert report["variants"]["control"]["accuracy"] == 0.0
+    later = urllib.parse.quote("2999-01-01T00:00:00+00:00")
+    assert get(f"{url}{AB_PATH}?control={version}&treatment=other-version&since={later}")[0] == 404
+    earlier = "2000-01-01T00:00:00"
+    assert get(f"{url}{AB_PATH}?control={version}&treatment=other-version&since={earlier}")[1] == report
+    bad = get(f"{url}{AB_PATH}?control={version}&treatment=other-version&since=yesterday")
+    assert bad[0] == 400 and "not an ISO-8601 time" in bad[1]["error"]
 
 
 def test_file_log_predictions_go_through_the_store_once(server, tmp_path):

@@ -6,6 +6,7 @@ tiny fake bundles; time is a fake clock, so an hour-long A/B window takes no tim
 from __future__ import annotations
 
 import json
+from datetime import datetime, timezone
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -188,6 +189,8 @@ def test_canary_then_promote(cluster, registry):
     # The checks read it, every write is preceded by a fresh GET (its resourceVersion), readiness is a GET.
     assert [r.method for r in cluster.kube.requests] == ["GET", "GET", "PATCH", "GET", "GET", "PATCH"]
     (query,) = [r.query for r in cluster.evidence.requests]
+    since = datetime.fromisoformat(query.pop("since"))  # the window's start: the control's earlier traffic is left out
+    assert abs((datetime.now(timezone.utc) - since).total_seconds()) < 60
     assert query == {"control": PROD, "treatment": CAND, "alpha": "0.05", "min_labelled": "100"}
 
     served = cluster.kube.get(NAMESPACE, "textclf")

@@ -11,15 +11,17 @@
     (malformed), 404 (unknown request id), 409 (already labelled), 422 (label outside the prediction's classes), with
     ``{"error"}``. Several: 200 ``{"accepted", "refused": [{"index", "request_id", "outcome", "error"}]}``. Counted
     in ``textclf_feedback_total{outcome}``.
-``GET /v1/ab?control=<model version>&treatment=<model version>[&alpha=&min_labelled=]``
+``GET /v1/ab?control=<model version>&treatment=<model version>[&alpha=&min_labelled=&since=]``
     The A/B report (:func:`textclf.monitor.abtest.analyse_ab_log`) of the stored predictions of the two versions with
-    their fed-back labels: the evidence the rollout step decides on.
+    their fed-back labels: the evidence the rollout step decides on. ``since`` (ISO-8601) keeps only predictions made
+    at or after it (the canary's window: the control's earlier traffic does not count).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from datetime import datetime, timezone
 from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import parse_qs
@@ -143,6 +145,13 @@ def monitor_routes(store: PredictionStore, metrics: MonitorMetrics,
         except (ValueError, ConfigError) as exc:
             return 400, {"error": str(exc)}
         records = store.records_with_labels([control, treatment])
+        if query.get("since"):
+            try:
+                since = datetime.fromisoformat(query["since"])
+            except ValueError as exc:
+                return 400, {"error": f"since={query['since']!r} is not an ISO-8601 time ({exc})"}
+            since = since if since.tzinfo else since.replace(tzinfo=timezone.utc)
+            records = [r for r in records if r.timestamp and r.moment() >= since]
         if not records:
             return 404, {"error": f"no stored predictions of model version {control!r} or {treatment!r}"}
         return 200, analyse_ab_log(records, config)

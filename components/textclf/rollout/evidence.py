@@ -107,7 +107,7 @@ class MonitorClient:
         self.settings = settings or HttpSettings()
 
     def ab_report(self, control: str, treatment: str, *, alpha: float | None = None,
-                  min_labelled: int | None = None) -> dict[str, Any]:
+                  min_labelled: int | None = None, since: str | None = None) -> dict[str, Any]:
         """The A/B report of ``treatment`` (the canary's model version) against ``control`` (production's).
 
         Args:
@@ -115,14 +115,16 @@ class MonitorClient:
             treatment: The candidate's.
             alpha: Significance level for the report's own verdict (the monitor's default when None).
             min_labelled: Labelled requests per variant for the report's verdict (likewise).
+            since: Only predictions made at or after this ISO-8601 time (the A/B window's start), so that the
+                control's traffic from before the canary does not enter the comparison.
 
         Raises:
             RolloutError: The monitor is unreachable, refuses the request, or answers something that is not an A/B
                 report (no ``comparison`` / ``variants``).
         """
         params: dict[str, Any] = {"control": control, "treatment": treatment}
-        params.update({name: value for name, value in (("alpha", alpha), ("min_labelled", min_labelled))
-                       if value is not None})
+        params.update({name: value for name, value in (("alpha", alpha), ("min_labelled", min_labelled),
+                                                       ("since", since)) if value is not None})
         query = urllib.parse.urlencode(params)
         url = f"{self.base_url}{AB_PATH}?{query}"
         status, body = get_json(url, self.settings)

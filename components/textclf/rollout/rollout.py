@@ -46,6 +46,7 @@ import copy
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
 from typing import Any
 
 from textclf.deploy.kserve import DEFAULT_NAME, DEFAULT_PRECISION, MODEL_VERSION_ANNOTATION, render_inference_service
@@ -238,7 +239,7 @@ class Rollout:
             self.sleep(min(READY_POLL_SECONDS, max(0.0, deadline - self.clock())))
 
     def _look(self, versions: dict[str, str], revisions: dict[str, str | None], at_deadline: bool,
-              elapsed: float) -> tuple[RolloutDecision, dict[str, Any] | None, list[str]]:
+              elapsed: float, since: str | None = None) -> tuple[RolloutDecision, dict[str, Any] | None, list[str]]:
         """One look at the evidence: (decision, report, warnings)."""
         warnings: list[str] = []
         error_rates = None
@@ -251,7 +252,7 @@ class Rollout:
         assert self.monitor is not None
         try:
             report = self.monitor.ab_report(versions["control"], versions["treatment"], alpha=self.guards.alpha,
-                                            min_labelled=self.guards.min_labelled)
+                                            min_labelled=self.guards.min_labelled, since=since)
         except RolloutError as exc:
             action = ROLLBACK if at_deadline else WAIT
             why = "A/B window over without evidence, rolled back (the safe default)" if at_deadline else "waiting"
@@ -260,11 +261,12 @@ class Rollout:
 
     def _ab_window(self, result: RolloutResult) -> RolloutDecision:
         start = self.clock()
+        since = datetime.now(timezone.utc).isoformat()  # the window's evidence: predictions from now on
         deadline = start + self.config.ab_window_seconds
         while True:
             now = self.clock()
             decision, report, warnings = self._look(result.ab_versions, result.revisions, now >= deadline,
-                                                    now - start)
+                                                    now - start, since)
             result.polls += 1
             result.warnings += [w for w in warnings if w not in result.warnings]
             result.decision, result.report = decision.to_dict(), report
