@@ -836,8 +836,9 @@ def test_sagemaker_container_contract(exported_tiny_model, ag_news_texts, tmp_pa
     try:
         wait_until_ready(process, f"{base}/ping", tmp_path / "server.log")
         body = {"instances": ag_news_texts[:3]}
-        invoked = httpx.post(f"{base}/invocations", json=body, timeout=30)
-        direct = httpx.post(f"{base}/v1/models/textclf:predict", json=body, timeout=30)
+        same_id = {"x-request-id": "sagemaker-contract"}  # else each answer carries its own generated id
+        invoked = httpx.post(f"{base}/invocations", json=body, headers=same_id, timeout=30)
+        direct = httpx.post(f"{base}/v1/models/textclf:predict", json=body, headers=same_id, timeout=30)
         assert invoked.status_code == 200 and invoked.json() == direct.json()
         refused = httpx.post(f"{base}/invocations", json={"instances": []}, timeout=30)
         assert refused.status_code == 400 and "empty" in refused.text

@@ -53,9 +53,10 @@ def test_accuracy(model_dir: Path, split_dir: Path, max_length: int) -> float:
     import pandas as pd
     from textclf.evaluate.evaluate import predict_logits
     from textclf.provenance import read_json
+    from textclf.serving.contract import LABELS_FILE
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    labels = read_json(model_dir / "labels.json")["labels"]
+    labels = read_json(model_dir / LABELS_FILE)["labels"]
     test = pd.read_parquet(split_dir / "test.parquet")
     model = AutoModelForSequenceClassification.from_pretrained(model_dir)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
