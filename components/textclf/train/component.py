@@ -51,22 +51,12 @@ def train_op(
     Returns:
         The validation accuracy of the saved (best) model.
     """
-    import json
-
-    from textclf.config import TrainConfig
     from textclf.train import train_model
+    from textclf.train.arguments import train_config_from_arguments
     from textclf.train.tracking import TrackingConfig, log_model, tracking_callbacks
-    from textclf.tune.tune import apply_best_params
 
-    overrides = {"base_model": base_model} if base_model else {}
-    config = TrainConfig(
-        method=method, epochs=float(epochs), batch_size=int(batch_size), learning_rate=float(learning_rate),
-        max_length=int(max_length), checkpoint_steps=int(checkpoint_steps),
-        early_stopping_patience=int(early_stopping_patience), seed=int(seed), **overrides,
-    )
-    if hyperparameters.strip():
-        tuned = hyperparameters.strip()
-        config = apply_best_params(config, json.loads(tuned) if tuned.startswith("{") else tuned)
+    config = train_config_from_arguments(base_model, method, epochs, batch_size, learning_rate, max_length,
+                                         checkpoint_steps, early_stopping_patience, seed, hyperparameters)
     callbacks = tracking_callbacks(TrackingConfig(tensorboard_dir=tensorboard.path),
                                    config.to_dict())
     result = train_model(splits.path, config, model.path, checkpoint_root=checkpoint_root or None,

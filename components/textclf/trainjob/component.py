@@ -30,6 +30,7 @@ def trainjob_op(
     start_timeout_seconds: float,
     timeout_seconds: float,
     model: Output[Model],
+    hyperparameters: str = "",
 ) -> float:
     """Fine-tune like ``train_op``, with ``workers`` DDP processes in a Kubeflow Trainer TrainJob.
 
@@ -51,29 +52,24 @@ def trainjob_op(
         start_timeout_seconds: Fail (and delete the TrainJob) when no trainer pod runs after this long.
         timeout_seconds: Fail (and delete it) when it has not finished after this long; 0: no limit.
         model: Output directory, as ``train_op``'s.
+        hyperparameters: A tune stage's result applied over the settings, as ``train_op``'s.
 
     Returns:
         The validation accuracy of the saved (best) model.
     """
-    import os
-
-    from textclf.config import TrainConfig
+    from textclf.train.arguments import train_config_from_arguments
     from textclf.trainjob.config import DistributedConfig, TrainJobConfig
     from textclf.trainjob.kube import kube_api_client, train_with_trainjob
 
-    overrides = {"base_model": base_model} if base_model else {}
-    config = TrainConfig(
-        method=method, epochs=float(epochs), batch_size=int(batch_size), learning_rate=float(learning_rate),
-        max_length=int(max_length), checkpoint_steps=int(checkpoint_steps),
-        early_stopping_patience=int(early_stopping_patience), seed=int(seed), **overrides,
-    )
+    config = train_config_from_arguments(base_model, method, epochs, batch_size, learning_rate, max_length,
+                                         checkpoint_steps, early_stopping_patience, seed, hyperparameters)
     job = TrainJobConfig(
         distributed=DistributedConfig(workers=int(workers), num_nodes=int(num_nodes)), namespace=namespace,
         runtime_name=runtime_name, cpu=cpu, memory=memory, gpus=int(gpus),
         start_timeout_seconds=float(start_timeout_seconds), timeout_seconds=float(timeout_seconds),
     )
     summary = train_with_trainjob(splits.uri, config, model.uri, model.path, job,
-                                  kube_api_client(os.environ.get("TEXTCLF_KUBE_API", "")),
+                                  kube_api_client(),
                                   checkpoint_root=checkpoint_root, echo=print)
     model.metadata.update({key: value for key, value in summary.items() if isinstance(value, (int, float, str, bool))})
     model.metadata["framework"] = "transformers"

@@ -1,0 +1,33 @@
+"""The train settings as a KFP train step receives them (one scalar per setting, plus a tune stage's result), turned
+into a :class:`~textclf.config.TrainConfig` once for every step that trains (``train_op``, ``trainjob_op``)."""
+
+from __future__ import annotations
+
+import json
+
+from textclf.config import TrainConfig
+
+
+def train_config_from_arguments(
+    base_model: str, method: str, epochs: float, batch_size: int, learning_rate: float, max_length: int,
+    checkpoint_steps: int, early_stopping_patience: int, seed: int, hyperparameters: str = "",
+) -> TrainConfig:
+    """The step's :class:`TrainConfig`: empty ``base_model`` is the packaged default, and ``hyperparameters`` (a tune
+    stage's result: ``tune_op``'s JSON ``{field: value}`` or a ``best_params.json`` path; empty for none) is applied
+    over the other settings.
+
+    Raises:
+        ConfigError: A setting ``TrainConfig`` refuses, or unusable hyper-parameters.
+    """
+    from textclf.tune.tune import apply_best_params
+
+    overrides = {"base_model": base_model} if base_model else {}
+    config = TrainConfig(
+        method=method, epochs=float(epochs), batch_size=int(batch_size), learning_rate=float(learning_rate),
+        max_length=int(max_length), checkpoint_steps=int(checkpoint_steps),
+        early_stopping_patience=int(early_stopping_patience), seed=int(seed), **overrides,
+    )
+    tuned = hyperparameters.strip()
+    if tuned:
+        config = apply_best_params(config, json.loads(tuned) if tuned.startswith("{") else tuned)
+    return config
