@@ -212,19 +212,12 @@ def _delete(custom: Any, name: str, namespace: str) -> None:
 
 
 def kube_api_client(host: str = "") -> Any:
-    """A ``kubernetes`` ApiClient: ``host`` (a test stand-in, or an API server URL) without credentials, else the
-    in-cluster service account, else the local kubeconfig."""
-    from kubernetes import client, config
+    """A ``kubernetes`` ApiClient for ``host`` (an API server URL without credentials, e.g. a stand-in), else
+    ``$TEXTCLF_KUBE_HOST``, else the in-cluster service account: the rollout's one configuration path
+    (:func:`textclf.rollout.kube.api_client`)."""
+    from textclf.rollout.kube import KubeSettings, api_client
 
-    if host:
-        configuration = client.Configuration()
-        configuration.host = host
-        return client.ApiClient(configuration)
-    try:
-        config.load_incluster_config()
-    except config.ConfigException:
-        config.load_kube_config()
-    return client.ApiClient()
+    return api_client(KubeSettings(host=host))
 
 
 def pod_visible_uri(uri: str) -> str:
