@@ -25,7 +25,8 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -100,14 +101,12 @@ class EventOutcome:
         kind: ``request`` or ``response``.
         duplicate: The event was already stored (nothing changed).
         records: Predictions stored because this event completed its exchange.
-        model_version: The model version that answered the exchange (when ``records``).
         error: Why the completed exchange gave no predictions (its bodies cannot be read), if so.
     """
 
     kind: str
     duplicate: bool = False
     records: int = 0
-    model_version: str = ""
     error: str | None = None
 
 
@@ -154,18 +153,16 @@ class PredictionStore:
         with self._lock:
             self._db.close()
 
-    def _transaction(self) -> Any:
-        db = self._db
-
-        class _Tx:
-            def __enter__(self_inner) -> sqlite3.Connection:
-                db.execute("BEGIN IMMEDIATE")
-                return db
-
-            def __exit__(self_inner, kind: Any, *_: Any) -> None:
-                db.execute("ROLLBACK" if kind else "COMMIT")
-
-        return _Tx()
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction (``BEGIN IMMEDIATE``), committed on success, rolled back on an exception."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
 
     # --- predictions ---
 
@@ -225,7 +222,7 @@ class PredictionStore:
             added = self._insert(db, records, f"event:{halves['request'].inference_service}")
             db.execute("INSERT OR REPLACE INTO exchanges VALUES (?, ?, NULL, ?)", (event.event_id, added, self.clock()))
             db.execute("UPDATE events SET event = NULL WHERE event_id = ?", (event.event_id,))  # bodies: not needed
-            return EventOutcome(event.kind, records=added, model_version=records[0].model_version if records else "")
+            return EventOutcome(event.kind, records=added)
 
     def unjoined_events(self) -> int:
         """Events still waiting for the other half of their exchange."""

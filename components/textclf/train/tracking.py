@@ -75,25 +75,25 @@ def _mlflow_callback(config: TrackingConfig, params: dict[str, Any]) -> Any:
         the model and ends it."""
 
         def __init__(self) -> None:
-            self.run_id: str | None = None
+            self.mlflow_run_id: str | None = None
 
         def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-            if not state.is_world_process_zero or self.run_id is not None:
+            if not state.is_world_process_zero or self.mlflow_run_id is not None:
                 return
             mlflow.set_tracking_uri(config.mlflow_uri)
             mlflow.set_experiment(config.experiment)
             run = mlflow.start_run(run_name=config.run_name or None, tags=config.tags or None)
-            self.run_id = run.info.run_id
+            self.mlflow_run_id = run.info.run_id
             mlflow.log_params({k: v for k, v in params.items() if v is not None and v != ""})
 
         def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None,
                    **kwargs: Any) -> None:
-            if self.run_id is None or not logs:
+            if self.mlflow_run_id is None or not logs:
                 return
             numbers = {k: float(v) for k, v in logs.items()
                        if isinstance(v, (int, float)) and not isinstance(v, bool)}
             if numbers:
-                mlflow.log_metrics(numbers, step=state.global_step, run_id=self.run_id)
+                mlflow.log_metrics(numbers, step=state.global_step, run_id=self.mlflow_run_id)
 
     return MlflowRun()
 
@@ -132,7 +132,7 @@ def log_model(callbacks: list[Any], model_dir: str | Path, metrics: dict[str, An
     Returns:
         The MLflow run id, or None when the run was not tracked by MLflow. A failure to log is a warning.
     """
-    run = next((c for c in callbacks if type(c).__name__ == "MlflowRun" and c.run_id), None)
+    run = next((c for c in callbacks if getattr(c, "mlflow_run_id", None)), None)  # the MLflow callback, if it ran
     if run is None:
         return None
     import mlflow
@@ -140,10 +140,10 @@ def log_model(callbacks: list[Any], model_dir: str | Path, metrics: dict[str, An
     try:
         if metrics:
             mlflow.log_metrics({k: float(v) for k, v in metrics.items()
-                                if isinstance(v, (int, float)) and not isinstance(v, bool)}, run_id=run.run_id)
-        mlflow.log_artifacts(str(model_dir), artifact_path="model", run_id=run.run_id)
+                                if isinstance(v, (int, float)) and not isinstance(v, bool)}, run_id=run.mlflow_run_id)
+        mlflow.log_artifacts(str(model_dir), artifact_path="model", run_id=run.mlflow_run_id)
     except Exception as exc:  # tracking must not fail a finished training run
-        log.warning("could not log the model to MLflow run %s: %s", run.run_id, exc)
+        log.warning("could not log the model to MLflow run %s: %s", run.mlflow_run_id, exc)
     finally:
         mlflow.end_run()
-    return run.run_id
+    return run.mlflow_run_id
