@@ -52,6 +52,38 @@ def test_compiled_yaml_is_valid_ir_and_loads_back(pipeline):
     assert "/work/" not in pipeline.path.read_text() and "site-packages" not in pipeline.path.read_text()
 
 
+@pytest.mark.parametrize("pipeline", PIPELINES[:3], ids=lambda p: p.name)
+def test_the_distributed_parameters_reach_the_train_step(pipeline):
+    """workers > 1 makes the train step a Kubeflow Trainer TrainJob (train_op; tests/test_trainjob.py): one step,
+    no dsl.If / dsl.OneOf, since KFP 2.17's local runner cannot pass a OneOf artifact downstream."""
+    spec = yaml.safe_load(pipeline.path.read_text())
+    train = spec["root"]["dag"]["tasks"]["train-op"]["inputs"]["parameters"]
+    names = ("workers", "num_nodes", "trainjob_namespace", "trainjob_runtime_name", "trainjob_cpu", "trainjob_memory",
+             "trainjob_gpus", "trainjob_start_timeout_seconds", "trainjob_timeout_seconds")
+    for name in names:
+        assert train[name] == {"componentInputParameter": name}, name
+    defaults = spec["root"]["inputDefinitions"]["parameters"]
+    assert defaults["workers"]["defaultValue"] == 1
+    assert defaults["trainjob_runtime_name"]["defaultValue"] == "textclf-torch-distributed"
+    assert defaults["trainjob_gpus"]["defaultValue"] == (1 if pipeline.name == "training-gpu" else 0)
+
+
+@pytest.mark.parametrize(("arguments", "message"), [
+    ({"workers": 0}, "workers must be an integer >= 1"),
+    ({"workers": 3, "num_nodes": 2}, r"workers \(3\) must be a multiple of num_nodes \(2\)"),
+    ({"workers": 2, "trainjob_memory": "8 GB"}, "memory must be a Kubernetes quantity"),
+    ({"workers": 2, "trainjob_namespace": "Kubeflow_NS"}, "namespace must be a DNS label"),
+    ({"workers": 2, "trainjob_start_timeout_seconds": 0.0}, "start_timeout_seconds must be > 0"),
+])
+def test_bad_distributed_parameters_are_refused_before_the_run(arguments, message):
+    from textclf.errors import ConfigError
+    from textclf.pipelines.parameters import check_pipeline_arguments
+    from textclf.pipelines.training.pipeline import training_pipeline
+
+    with pytest.raises(ConfigError, match=message):
+        check_pipeline_arguments(training_pipeline, {"dataset_uri": "data", **arguments})
+
+
 def test_gpu_variant_requests_a_gpu_for_training():
     gpu = yaml.safe_load((PIPELINES[1].path).read_text())
     train_executor = gpu["deploymentSpec"]["executors"]["exec-train-op"]["container"]

@@ -3,6 +3,7 @@ backend, on 127.0.0.1) around a short real training run; an unreachable server i
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import socket
 import subprocess
@@ -100,3 +101,62 @@ def test_no_tracking_configured_means_no_callbacks(monkeypatch):
     assert mlflow_reachable("sqlite:///local.db") is None
     closed = mlflow_reachable(f"http://127.0.0.1:{free_port()}", timeout_s=2)
     assert closed is not None and "refused" in closed.lower(), "a closed port is reported with the reason"
+
+
+def test_an_optuna_search_is_one_mlflow_run_with_a_child_run_per_trial(mlflow_server, monkeypatch, tmp_path):
+    """A search of two trials, each driving its callbacks as the Trainer does (train begin, two logs and two
+    validation evaluations; a real training run with the MLflow callback is the test above); the second trial
+    scores below the first at the same step and the median pruner prunes it."""
+    import mlflow
+    from textclf.tune import SearchSpace, TuneConfig, run_search
+    from textclf.tune.space import ParamRange
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    calls = []
+
+    def trainer(split_dir, config, output_dir, callbacks):
+        from types import SimpleNamespace
+
+        state = SimpleNamespace(is_world_process_zero=True, global_step=0)
+        for callback in callbacks:
+            if hasattr(callback, "on_train_begin"):
+                callback.on_train_begin(None, state, None)
+        calls.append(config.learning_rate)
+        for step in (1, 2):
+            state.global_step = step
+            for callback in callbacks:
+                if hasattr(callback, "on_log"):
+                    callback.on_log(None, state, None, logs={"loss": 1.0 / step, "eval_loss": 0.5 / step})
+                callback.on_evaluate(None, state, None, metrics={"eval_accuracy": 0.5 + step / 10 - len(calls) / 5,
+                                                                  "eval_loss": 0.5})
+        return {"validation_accuracy": 0.7, "validation_loss": 0.5, "global_steps": 2}
+
+    space = SearchSpace((ParamRange("learning_rate", "float", 1e-5, 1e-3, log=True),))
+    config = TuneConfig(n_trials=2, study_name="tracked", startup_trials=1, pruner_warmup_evaluations=0,
+                        storage=f"sqlite:///{tmp_path / 'study.db'}")
+    result = run_search(tmp_path, tmp_path / "out", config, TrainConfig(), space, train_trial=trainer)
+    assert result.best["trials"]["COMPLETE"] == 1 and result.best["trials"]["PRUNED"] == 1
+
+    client = mlflow.MlflowClient(tracking_uri=mlflow_server)
+    experiment = client.get_experiment_by_name("textclf")
+    runs = client.search_runs([experiment.experiment_id], filter_string="tags.optuna_study = 'tracked'")
+    parents = [r for r in runs if "optuna_trial" not in r.data.tags]
+    children = sorted((r for r in runs if "optuna_trial" in r.data.tags), key=lambda r: r.data.tags["optuna_trial"])
+    assert len(parents) == 1 and len(children) == 2
+    parent = parents[0]
+    assert parent.info.status == "FINISHED" and parent.info.run_name == "tracked"
+    assert parent.data.metrics["best_validation_accuracy"] == 0.7 and parent.data.metrics["trials_pruned"] == 1
+    assert float(parent.data.tags["best_learning_rate"]) == pytest.approx(result.best["params"]["learning_rate"])
+    assert all(c.data.tags["mlflow.parentRunId"] == parent.info.run_id for c in children)
+    assert [c.data.tags["optuna_state"] for c in children] == ["COMPLETE", "PRUNED"]
+    assert [c.info.status for c in children] == ["FINISHED", "KILLED"]
+    assert children[0].data.metrics["validation_accuracy"] == 0.7
+    assert float(children[0].data.params["learning_rate"]) == pytest.approx(calls[0])
+    assert len(client.get_metric_history(children[0].info.run_id, "loss")) == 2
+
+    # A resumed search (two more trials) finds its study's run again instead of making a second one.
+    run_search(tmp_path, tmp_path / "out", dataclasses.replace(config, n_trials=4), TrainConfig(), space,
+               train_trial=trainer)
+    runs = client.search_runs([experiment.experiment_id], filter_string="tags.optuna_study = 'tracked'")
+    assert len([r for r in runs if "optuna_trial" not in r.data.tags]) == 1
+    assert len([r for r in runs if "optuna_trial" in r.data.tags]) == 4

@@ -10,6 +10,8 @@ import functools
 import itertools
 import json
 
+from pathlib import Path
+
 import jsonschema
 import pytest
 import yaml
@@ -242,13 +244,76 @@ def test_bad_settings_are_refused_before_the_api_is_called(tmp_path):
     assert cluster.requests == []
 
 
-def test_trainjob_op_compiles(tmp_path):
-    from kfp import compiler
-    from textclf.trainjob.component import trainjob_op
+def test_train_op_with_workers_above_one_runs_a_trainjob_and_returns_the_model_rank_zero_wrote(
+        s3_server, tmp_path, monkeypatch):  # noqa: F811
+    """The train component itself (its Python function, as the KFP launcher calls it) with workers=2: it creates
+    the TrainJob on the stand-in API ($TEXTCLF_KUBE_HOST), follows it to Complete and downloads the model from
+    the step's output URI on moto's S3 (where rank 0 uploads it; uploaded here by the test in its place)."""
+    from textclf.storage import upload
+    from textclf.train.component import train_op
 
-    compiler.Compiler().compile(trainjob_op, str(tmp_path / "trainjob_op.yaml"))
-    spec = yaml.safe_load((tmp_path / "trainjob_op.yaml").read_text())
-    assert "workers" in spec["root"]["inputDefinitions"]["parameters"]
+    for name, value in {"AWS_ENDPOINT_URL": f"http://{s3_server.endpoint}", "AWS_ACCESS_KEY_ID": s3_server.access_key,
+                        "AWS_SECRET_ACCESS_KEY": s3_server.secret_key, "AWS_REGION": S3_REGION}.items():
+        monkeypatch.setenv(name, value)
+    bucket = make_s3_bucket(s3_server)
+    rank_zero = tmp_path / "written_by_rank_0"
+    rank_zero.mkdir()
+    (rank_zero / "textclf_metadata.json").write_text(json.dumps(
+        {"training": {"validation_accuracy": 0.875, "world_size": 2, "train_rows": 100}}))
+    upload(rank_zero, f"s3://{bucket}/run/train/model")
+
+    class LocalPath:  # the KFP launcher maps an artifact URI to a local path; here: the test's tmp_path
+        def __init__(self, uri: str, path: Path):
+            self.uri, self.path, self.metadata = uri, str(path), {}
+
+    created = condition("Created", "JobsCreationSucceeded", "jobs are created")
+    complete = {"conditions": [created, condition("Complete", "JobsCompleted", "jobs are completed")],
+                "jobsStatus": jobs_status(succeeded=1)}
+    model = LocalPath(f"minio://{bucket}/run/train/model", tmp_path / "model")
+    board = LocalPath(f"minio://{bucket}/run/train/tensorboard", tmp_path / "tensorboard")
+    with TrainJobCluster([complete], logs="rank 0: model uploaded") as cluster:
+        monkeypatch.setenv("TEXTCLF_KUBE_HOST", cluster.url)
+        accuracy = train_op.python_func(
+            splits=LocalPath(f"minio://{bucket}/run/split/splits", tmp_path / "splits"), base_model="",
+            method="full", epochs=1.0, batch_size=32, learning_rate=0.0, max_length=64, checkpoint_steps=50,
+            early_stopping_patience=0, seed=13, checkpoint_root=f"s3://{bucket}/ckpt", model=model, tensorboard=board,
+            workers=2, trainjob_namespace="ml", trainjob_memory="4Gi", trainjob_start_timeout_seconds=30.0)
+    assert accuracy == 0.875
+    assert model.metadata["world_size"] == 2 and model.metadata["trainjob"].startswith("textclf-train-")
+    assert (tmp_path / "model" / "textclf_metadata.json").is_file()
+    body = cluster.created[0]
+    assert cluster.requests[0] == ("POST", "/apis/trainer.kubeflow.org/v1alpha1/namespaces/ml/trainjobs")
+    assert trainer_errors(body) == []
+    trainer = body["spec"]["trainer"]
+    assert trainer["numNodes"] == 1 and trainer["numProcPerNode"] == 2
+    assert trainer["resourcesPerNode"]["limits"]["memory"] == "4Gi"
+    assert trainer["image"] == COMPONENT_IMAGE
+    command = trainer["command"]
+    assert command[command.index("--splits") + 1] == f"s3://{bucket}/run/split/splits"  # minio:// as the pods see it
+    assert command[command.index("--output") + 1] == f"s3://{bucket}/run/train/model"
+
+
+def test_train_op_refuses_workers_below_one_before_training(tmp_path):
+    from textclf.train.component import train_op
+
+    with pytest.raises(ConfigError, match="workers must be an integer >= 1"):
+        train_op.python_func(splits=None, base_model="", method="full", epochs=1.0, batch_size=32, learning_rate=0.0,
+                             max_length=64, checkpoint_steps=50, early_stopping_patience=0, seed=13, checkpoint_root="",
+                             model=None, tensorboard=None, workers=0)
+
+
+def test_train_op_trainjob_defaults_are_the_typed_configs():
+    """train_op's signature spells its TrainJob defaults as literals (a KFP component's source runs alone in its
+    container); they must be TrainJobConfig's and DistributedConfig's."""
+    import inspect
+
+    from textclf.train.component import train_op
+
+    defaults = {name: p.default for name, p in inspect.signature(train_op.python_func).parameters.items()}
+    job, distributed = TrainJobConfig(), DistributedConfig()
+    assert defaults["workers"] == distributed.workers and defaults["num_nodes"] == distributed.num_nodes
+    for field in ("namespace", "runtime_name", "cpu", "memory", "gpus", "start_timeout_seconds", "timeout_seconds"):
+        assert defaults[f"trainjob_{field}"] == getattr(job, field), field
 
 
 # --- the worker's object-store paths (what a TrainJob pod does), against moto's S3 on 127.0.0.1 ----------------

@@ -1,5 +1,5 @@
 """The train settings as a KFP train step receives them (one scalar per setting, plus a tune stage's result), turned
-into a :class:`~textclf.config.TrainConfig` once for every step that trains (``train_op``, ``trainjob_op``)."""
+into a :class:`~textclf.config.TrainConfig` once, for ``train_op`` in its pod and as a TrainJob alike."""
 
 from __future__ import annotations
 

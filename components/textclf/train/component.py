@@ -22,6 +22,15 @@ def train_op(
     model: Output[Model],
     tensorboard: Output[Artifact],
     hyperparameters: str = "",
+    workers: int = 1,
+    num_nodes: int = 1,
+    trainjob_namespace: str = "kubeflow",
+    trainjob_runtime_name: str = "textclf-torch-distributed",
+    trainjob_cpu: str = "2",
+    trainjob_memory: str = "8Gi",
+    trainjob_gpus: int = 0,
+    trainjob_start_timeout_seconds: float = 600.0,
+    trainjob_timeout_seconds: float = 0.0,
 ) -> float:
     """Fine-tune a transformer classifier (``full``, ``lora`` merged for export, or ``qlora`` on CUDA).
 
@@ -47,6 +56,24 @@ def train_op(
             metrics, the model); an unreachable server is a warning (:mod:`textclf.train.tracking`).
         hyperparameters: A tune stage's result applied over the settings above: ``tune_op``'s returned JSON
             (``{field: value}``), a ``best_params.json`` path, or empty for none.
+        workers: DDP training processes in all. 1: this step trains in its own pod. More: this step creates a
+            Kubeflow Trainer ``TrainJob`` (trainer.kubeflow.org/v1alpha1) on the TrainingRuntime
+            ``trainjob_runtime_name`` (manifests/trainer/), running ``torchrun -m textclf.trainjob.worker`` on
+            ``num_nodes`` pods, waits for ``Complete``, downloads the model rank 0 wrote to this step's output URI,
+            prints the first trainer node's log, and fails with the TrainJob's message and log tail on ``Failed``.
+            ``batch_size`` stays the global batch (a multiple of ``workers``); splits, output and
+            ``checkpoint_root`` must be on an object store the pods reach (s3://, gs://, minio://). The step's
+            service account needs create/get/delete on trainjobs and get/list on pods and pods/log; the API
+            server comes from ``$TEXTCLF_KUBE_HOST``, else the in-cluster service account. The TrainJob's curves
+            are not in ``tensorboard`` (the pods write none there).
+        num_nodes: TrainJob pods the ``workers`` processes are spread over (``workers`` a multiple of it).
+        trainjob_namespace: Namespace of the TrainJob and its TrainingRuntime.
+        trainjob_runtime_name: The TrainingRuntime the TrainJob references.
+        trainjob_cpu: CPU request and limit per TrainJob node (a Kubernetes quantity).
+        trainjob_memory: Memory request and limit per TrainJob node (a Kubernetes quantity).
+        trainjob_gpus: ``nvidia.com/gpu`` per TrainJob node (> 0: nccl and the GPU component image).
+        trainjob_start_timeout_seconds: Fail (and delete the TrainJob) when no trainer pod runs after this long.
+        trainjob_timeout_seconds: Fail (and delete it) when it has not finished after this long; 0: no limit.
 
     Returns:
         The validation accuracy of the saved (best) model.
@@ -54,17 +81,29 @@ def train_op(
     from textclf.train import train_model
     from textclf.train.arguments import train_config_from_arguments
     from textclf.train.tracking import TrackingConfig, log_model, tracking_callbacks
+    from textclf.trainjob.config import DistributedConfig, TrainJobConfig, trainjob_image
 
     config = train_config_from_arguments(base_model, method, epochs, batch_size, learning_rate, max_length,
                                          checkpoint_steps, early_stopping_patience, seed, hyperparameters)
-    callbacks = tracking_callbacks(TrackingConfig(tensorboard_dir=tensorboard.path),
-                                   config.to_dict())
-    result = train_model(splits.path, config, model.path, checkpoint_root=checkpoint_root or None,
-                         callbacks=callbacks)
-    log_model(callbacks, model.path, {"validation_accuracy": result.summary["validation_accuracy"]})
+    distributed = DistributedConfig(workers=int(workers), num_nodes=int(num_nodes))  # refuses workers < 1 now
+    if distributed.workers > 1:
+        from textclf.trainjob.kube import kube_api_client, train_with_trainjob
+
+        job = TrainJobConfig(
+            distributed=distributed, namespace=trainjob_namespace, runtime_name=trainjob_runtime_name,
+            cpu=trainjob_cpu, memory=trainjob_memory, gpus=int(trainjob_gpus), image=trainjob_image(int(trainjob_gpus)),
+            start_timeout_seconds=float(trainjob_start_timeout_seconds),
+            timeout_seconds=float(trainjob_timeout_seconds),
+        )
+        summary = train_with_trainjob(splits.uri, config, model.uri, model.path, job, kube_api_client(),
+                                      checkpoint_root=checkpoint_root, echo=print)
+    else:
+        callbacks = tracking_callbacks(TrackingConfig(tensorboard_dir=tensorboard.path), config.to_dict())
+        result = train_model(splits.path, config, model.path, checkpoint_root=checkpoint_root or None,
+                             callbacks=callbacks)
+        log_model(callbacks, model.path, {"validation_accuracy": result.summary["validation_accuracy"]})
+        summary = result.summary
     tensorboard.metadata["logdir"] = tensorboard.uri
-    model.metadata.update(
-        {key: value for key, value in result.summary.items() if isinstance(value, (int, float, str, bool))}
-    )
+    model.metadata.update({key: value for key, value in summary.items() if isinstance(value, (int, float, str, bool))})
     model.metadata["framework"] = "transformers"
-    return float(result.summary["validation_accuracy"])
+    return float(summary["validation_accuracy"])

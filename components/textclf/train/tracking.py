@@ -9,10 +9,14 @@
   directory is written the model files as the run's artifacts (:func:`log_model`). A tracking server that does
   not answer is not a reason to lose a training run: the run goes on without MLflow, with a warning
   (:func:`tracking_callbacks` checks the server once, before training starts).
+* **Searches**: :func:`start_parent_run` makes one MLflow run per Optuna study (found again by its tag when a killed
+  search resumes); each trial's training is a child run of it (``mlflow.parentRunId``, which the MLflow UI nests)
+  with the trial's parameters, curves, objective and state (:func:`finish_run`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from dataclasses import dataclass, field
@@ -23,6 +27,8 @@ log = logging.getLogger(__name__)
 
 #: The environment variable MLflow itself reads.
 MLFLOW_URI_ENV = "MLFLOW_TRACKING_URI"
+#: The tag by which MLflow nests a run under another.
+PARENT_RUN_TAG = "mlflow.parentRunId"
 #: Seconds the reachability check of the tracking server waits.
 MLFLOW_CHECK_TIMEOUT_S = 5.0
 
@@ -90,20 +96,21 @@ def _mlflow_callback(config: TrackingConfig, params: dict[str, Any]) -> Any:
                    **kwargs: Any) -> None:
             if self.mlflow_run_id is None or not logs:
                 return
-            numbers = {k: float(v) for k, v in logs.items()
-                       if isinstance(v, (int, float)) and not isinstance(v, bool)}
+            numbers = _numbers(logs)
             if numbers:
                 mlflow.log_metrics(numbers, step=state.global_step, run_id=self.mlflow_run_id)
 
     return MlflowRun()
 
 
-def tracking_callbacks(config: TrackingConfig, params: dict[str, Any]) -> list[Any]:
+def tracking_callbacks(config: TrackingConfig, params: dict[str, Any], parent_run_id: str = "") -> list[Any]:
     """The Trainer callbacks that track a run (pass them to ``train_model(..., callbacks=...)``).
 
     Args:
         config: Where to track.
         params: The run's parameters (logged to MLflow).
+        parent_run_id: The MLflow run this one is a child of (:func:`start_parent_run`, which checked the server:
+            no second check here).
 
     Returns:
         A TensorBoard callback when ``tensorboard_dir`` is set, an MLflow one when a tracking server is configured
@@ -116,7 +123,10 @@ def tracking_callbacks(config: TrackingConfig, params: dict[str, Any]) -> list[A
 
         Path(config.tensorboard_dir).mkdir(parents=True, exist_ok=True)
         callbacks.append(TensorBoardCallback(SummaryWriter(log_dir=str(config.tensorboard_dir))))
-    if config.mlflow_uri:
+    if parent_run_id:
+        config = dataclasses.replace(config, tags={**config.tags, PARENT_RUN_TAG: parent_run_id})
+        callbacks.append(_mlflow_callback(config, params))
+    elif config.mlflow_uri:
         problem = mlflow_reachable(config.mlflow_uri)
         if problem is None:
             callbacks.append(_mlflow_callback(config, params))
@@ -126,8 +136,57 @@ def tracking_callbacks(config: TrackingConfig, params: dict[str, Any]) -> list[A
     return callbacks
 
 
-def log_model(callbacks: list[Any], model_dir: str | Path, metrics: dict[str, Any] | None = None) -> str | None:
-    """Log the written model directory (and final metrics) to the MLflow run of ``callbacks`` and end the run.
+def start_parent_run(config: TrackingConfig, name: str, key_tags: dict[str, str]) -> str | None:
+    """The id of the MLflow run that groups other runs (an Optuna study's trials): the unfinished or finished run
+    of ``config.experiment`` carrying all of ``key_tags`` (a resumed search finds its own), else a new one named
+    ``name``. None when no tracking server is configured, or it does not answer (a warning)."""
+    if not config.mlflow_uri:
+        return None
+    problem = mlflow_reachable(config.mlflow_uri)
+    if problem is not None:
+        log.warning("MLflow tracking server %s does not answer (%s): the search goes on without MLflow",
+                    config.mlflow_uri, problem)
+        return None
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=config.mlflow_uri)
+    experiment = client.get_experiment_by_name(config.experiment)
+    experiment_id = experiment.experiment_id if experiment else client.create_experiment(config.experiment)
+    query = " and ".join(f"tags.{key} = '{value}'" for key, value in sorted(key_tags.items()))
+    found = client.search_runs([experiment_id], filter_string=query, max_results=1)
+    if found:
+        return found[0].info.run_id
+    return client.create_run(experiment_id, run_name=name, tags={**config.tags, **key_tags}).info.run_id
+
+
+def end_parent_run(config: TrackingConfig, run_id: str | None, metrics: dict[str, Any] | None = None,
+                   tags: dict[str, Any] | None = None) -> None:
+    """Log ``metrics`` and set ``tags`` (tags, not parameters: a resumed search may find another best) on the run of
+    :func:`start_parent_run` and mark it finished. A failure to log is a warning."""
+    if run_id is None:
+        return
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=config.mlflow_uri)
+    try:
+        for key, value in (tags or {}).items():
+            client.set_tag(run_id, key, str(value))
+        for key, value in _numbers(metrics or {}).items():
+            client.log_metric(run_id, key, value)
+        client.set_terminated(run_id, "FINISHED")
+    except Exception as exc:  # tracking must not fail a finished search
+        log.warning("could not finish MLflow run %s: %s", run_id, exc)
+
+
+def _numbers(values: dict[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in values.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def finish_run(callbacks: list[Any], metrics: dict[str, Any] | None = None, model_dir: str | Path | None = None,
+               status: str = "FINISHED", tags: dict[str, str] | None = None) -> str | None:
+    """End the MLflow run of ``callbacks`` (the MLflow callback's, started when training began): log ``metrics``,
+    ``tags`` and the ``model_dir`` files (as ``model/``), with ``status`` (``FINISHED``, ``KILLED`` for a pruned
+    trial, ``FAILED``).
 
     Returns:
         The MLflow run id, or None when the run was not tracked by MLflow. A failure to log is a warning.
@@ -139,11 +198,23 @@ def log_model(callbacks: list[Any], model_dir: str | Path, metrics: dict[str, An
 
     try:
         if metrics:
-            mlflow.log_metrics({k: float(v) for k, v in metrics.items()
-                                if isinstance(v, (int, float)) and not isinstance(v, bool)}, run_id=run.mlflow_run_id)
-        mlflow.log_artifacts(str(model_dir), artifact_path="model", run_id=run.mlflow_run_id)
+            mlflow.log_metrics(_numbers(metrics), run_id=run.mlflow_run_id)
+        for key, value in (tags or {}).items():
+            mlflow.MlflowClient().set_tag(run.mlflow_run_id, key, value)
+        if model_dir is not None:
+            mlflow.log_artifacts(str(model_dir), artifact_path="model", run_id=run.mlflow_run_id)
     except Exception as exc:  # tracking must not fail a finished training run
-        log.warning("could not log the model to MLflow run %s: %s", run.mlflow_run_id, exc)
+        log.warning("could not log to MLflow run %s: %s", run.mlflow_run_id, exc)
     finally:
-        mlflow.end_run()
+        mlflow.end_run(status=status)
     return run.mlflow_run_id
+
+
+def log_model(callbacks: list[Any], model_dir: str | Path, metrics: dict[str, Any] | None = None) -> str | None:
+    """Log the written model directory (and final metrics) to the MLflow run of ``callbacks`` and end the run
+    (:func:`finish_run`).
+
+    Returns:
+        The MLflow run id, or None when the run was not tracked by MLflow. A failure to log is a warning.
+    """
+    return finish_run(callbacks, metrics, model_dir=model_dir)

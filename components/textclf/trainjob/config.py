@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass
 
 from textclf.errors import ConfigError
-from textclf.images import COMPONENT_IMAGE
+from textclf.images import COMPONENT_IMAGE, GPU_COMPONENT_IMAGE
 
 #: trainer.kubeflow.org/v1alpha1 (Kubeflow Trainer 2.3).
 TRAINER_GROUP = "trainer.kubeflow.org"
@@ -102,3 +102,8 @@ class TrainJobConfig:
             raise ConfigError(f"timeout_seconds must be >= 0 (0: no limit); got {self.timeout_seconds}")
         if self.poll_seconds <= 0:
             raise ConfigError(f"poll_seconds must be > 0; got {self.poll_seconds}")
+
+
+def trainjob_image(gpus: int) -> str:
+    """The trainer container's image for ``gpus`` GPUs per node: the component image, or its CUDA build."""
+    return GPU_COMPONENT_IMAGE if gpus > 0 else COMPONENT_IMAGE

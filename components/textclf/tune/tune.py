@@ -195,6 +195,7 @@ def run_search(
     base_config: TrainConfig | None = None,
     space: SearchSpace = DEFAULT_SEARCH_SPACE,
     train_trial: TrialTrainer | None = None,
+    tracking: Any = None,
 ) -> TuneResult:
     """Search ``space`` around ``base_config`` and write :data:`BEST_PARAMS_FILE` and :data:`TRIALS_FILE`.
 
@@ -205,6 +206,11 @@ def run_search(
         base_config: Every TrainConfig field the space does not vary (default: TrainConfig's defaults).
         space: The searched parameters.
         train_trial: Trains one trial (default: :func:`textclf.train.train_model` in a scratch directory).
+        tracking: A :class:`textclf.train.tracking.TrackingConfig` (default: one that reads
+            ``$MLFLOW_TRACKING_URI``). With a tracking server, the study is an MLflow run (found again on resume)
+            and each trial a child run of it: parameters, curves, objective, state (pruned trials end ``KILLED``),
+            and the best trial's result on the study's run when the search ends. An unreachable server is a
+            warning; the search goes on untracked.
 
     Returns:
         The output directory, the best trial's record and every trial's.
@@ -230,18 +236,36 @@ def run_search(
     if config.enqueue_defaults and not study.trials:
         study.enqueue_trial(defaults, user_attrs={"defaults": True})
     trainer = train_trial or _train_trial
+    from textclf.train.tracking import TrackingConfig, end_parent_run, finish_run, start_parent_run, tracking_callbacks
+
+    tracking = tracking or TrackingConfig()
+    study_tags = {"optuna_study": config.study_name}
+    parent_run = start_parent_run(tracking, config.study_name, study_tags)
 
     def objective(trial: optuna.Trial) -> float:
         overrides = space.suggest(trial)
         trial_config = apply_overrides(base_config, overrides)
         log.info("trial %d: %s", trial.number, overrides)
-        with tempfile.TemporaryDirectory(prefix=f"textclf-trial-{trial.number}-") as scratch:
-            callbacks = [pruning_callback(trial, rows_per_step=trial_config.batch_size)]
-            summary = trainer(split_dir, trial_config, Path(scratch) / "model", callbacks)
-        for name in ADDITIONAL_METRICS:
-            trial.set_user_attr(name, float(summary[name]))
-        trial.set_user_attr("global_steps", summary.get("global_steps"))
-        return float(summary[OBJECTIVE_METRIC])
+        callbacks = [pruning_callback(trial, rows_per_step=trial_config.batch_size)]
+        if parent_run is not None:
+            trial_tracking = dataclasses.replace(tracking, run_name=f"{config.study_name}-trial-{trial.number}",
+                                                 tags={**tracking.tags, **study_tags, "optuna_trial": str(trial.number)})
+            callbacks += tracking_callbacks(trial_tracking, trial_config.to_dict(), parent_run_id=parent_run)
+        state, metrics = "FAILED", {}
+        try:
+            with tempfile.TemporaryDirectory(prefix=f"textclf-trial-{trial.number}-") as scratch:
+                summary = trainer(split_dir, trial_config, Path(scratch) / "model", callbacks)
+            for name in ADDITIONAL_METRICS:
+                trial.set_user_attr(name, float(summary[name]))
+            trial.set_user_attr("global_steps", summary.get("global_steps"))
+            state, metrics = "COMPLETE", {OBJECTIVE_METRIC: summary[OBJECTIVE_METRIC]}
+            return float(summary[OBJECTIVE_METRIC])
+        except optuna.TrialPruned:
+            state = "PRUNED"
+            raise
+        finally:
+            finish_run(callbacks, metrics, status={"COMPLETE": "FINISHED", "PRUNED": "KILLED"}.get(state, "FAILED"),
+                       tags={"optuna_state": state})
 
     done_states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     done = len(study.get_trials(deepcopy=False, states=done_states))
@@ -282,6 +306,9 @@ def run_search(
     }
     write_json(output_dir / TRIALS_FILE, {"trials": trials})
     write_json(output_dir / BEST_PARAMS_FILE, best)
+    end_parent_run(tracking, parent_run, {f"best_{OBJECTIVE_METRIC}": best_trial.value, "best_trial": best_trial.number,
+                                          **{f"trials_{k.lower()}": v for k, v in best["trials"].items()}},
+                   {f"best_{k}": v for k, v in best["params"].items()})
     log.info("best trial %d: %s=%.4f %s", best_trial.number, OBJECTIVE_METRIC, best_trial.value, best["params"])
     return TuneResult(output_dir, best, trials)
 

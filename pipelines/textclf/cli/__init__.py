@@ -104,6 +104,11 @@ def pipeline_arguments(args: argparse.Namespace, pipeline_func: Any) -> dict[str
     for name in ("checkpoint_root", "registry_uri"):
         if arguments.get(name):
             is_remote(str(arguments[name]))  # a malformed URI or unknown scheme fails here
+    if int(arguments.get("workers") or 1) > 1:  # the TrainJob's pods cannot reach a local run's artifacts
+        raise TextclfError(
+            f"workers={arguments['workers']} trains in a Kubeflow Trainer TrainJob, which needs the pipeline on a "
+            "cluster (an s3:// or gs:// pipeline root the TrainJob's pods can reach); a local run trains in one "
+            "process. For DDP on this machine: python -m textclf.trainjob --workers N (docs/distributed.md)")
     if arguments.get("method") == TrainMethod.QLORA.value:
         from textclf.train import check_hardware
 

@@ -24,6 +24,7 @@ from textclf.config import (
 )
 from textclf.gate import GateConfig
 from textclf.rollout import RolloutConfig, RolloutGuards
+from textclf.trainjob.config import DistributedConfig, TrainJobConfig
 
 @dataclasses.dataclass(frozen=True)
 class ConfigView:
@@ -51,6 +52,11 @@ PARAMETER_CONFIGS: tuple[ConfigView, ...] = (
     ConfigView(CascadeConfig, {"cascade_accuracy_tolerance": "accuracy_tolerance", "cascade_confidence": "confidence",
                                "cascade_stage2_returns": "stage2_returns"}, by_name=False),
     ConfigView(RolloutConfig),
+    ConfigView(DistributedConfig),
+    ConfigView(TrainJobConfig, {"trainjob_namespace": "namespace", "trainjob_runtime_name": "runtime_name",
+                                "trainjob_cpu": "cpu", "trainjob_memory": "memory", "trainjob_gpus": "gpus",
+                                "trainjob_start_timeout_seconds": "start_timeout_seconds",
+                                "trainjob_timeout_seconds": "timeout_seconds"}, by_name=False),
     ConfigView(RolloutGuards, {"ab_min_labelled": "min_labelled", "ab_alpha": "alpha",
                                "max_accuracy_drop": "max_accuracy_drop", "max_p99_latency_ratio": "max_p99_latency_ratio",
                                "max_error_rate": "max_error_rate"}, by_name=False),

@@ -32,9 +32,11 @@ from textclf.pipelines.training.pipeline import add_model_steps, bind, pipeline_
 from textclf.registry.component import archive_op, promote_op, register_op
 from textclf.rollout import RolloutConfig, RolloutGuards
 from textclf.rollout.component import rollout_op
+from textclf.trainjob.config import DistributedConfig, TrainJobConfig
 
 _INGEST, _SPLIT, _TRAIN, _EXPORT, _GATE = IngestConfig, SplitConfig, TrainConfig, ExportConfig, GateConfig
 _ROLLOUT, _GUARDS = RolloutConfig(), RolloutGuards()
+_DISTRIBUTED, _TRAINJOB = DistributedConfig, TrainJobConfig
 
 #: What a run hands back: the training pipeline's outputs, the registered candidate and the gate's decision.
 RetrainingOutputs = NamedTuple(
@@ -91,6 +93,15 @@ def retraining_pipeline(
     max_accuracy_drop: float = _GUARDS.max_accuracy_drop,
     max_p99_latency_ratio: float = _GUARDS.max_p99_latency_ratio,
     max_error_rate: float = _GUARDS.max_error_rate,
+    workers: int = _DISTRIBUTED.workers,
+    num_nodes: int = _DISTRIBUTED.num_nodes,
+    trainjob_namespace: str = _TRAINJOB.namespace,
+    trainjob_runtime_name: str = _TRAINJOB.runtime_name,
+    trainjob_cpu: str = _TRAINJOB.cpu,
+    trainjob_memory: str = _TRAINJOB.memory,
+    trainjob_gpus: int = _TRAINJOB.gpus,
+    trainjob_start_timeout_seconds: float = _TRAINJOB.start_timeout_seconds,
+    trainjob_timeout_seconds: float = _TRAINJOB.timeout_seconds,
 ) -> RetrainingOutputs:
     """Args: as the training pipeline, plus ``registry_uri`` (required: where production is read and the candidate
     registered), ``new_rows_uri`` (directory with a ``train`` file of newly labelled rows), ``trigger_reason``

@@ -20,10 +20,12 @@ from textclf.images import GPU_COMPONENT_IMAGE
 from textclf.ingest.component import ingest_op
 from textclf.registry.component import register_op
 from textclf.train.component import train_op
+from textclf.trainjob.config import DistributedConfig, TrainJobConfig
 from textclf.validate.component import validate_split_op
 
 # The config classes' attributes hold their field defaults: the pipeline's parameter defaults are the same values.
 _INGEST, _SPLIT, _TRAIN, _EXPORT = IngestConfig, SplitConfig, TrainConfig, ExportConfig
+_DISTRIBUTED, _TRAINJOB = DistributedConfig, TrainJobConfig
 
 #: What a run hands back (``kfp.local`` returns these; the KFP UI lists them as the run's outputs).
 TrainingOutputs = NamedTuple(
@@ -132,12 +134,23 @@ def build_training_pipeline(gpu: bool = False) -> Any:
         registry_uri: str = "",
         registry_notes: str = "",
         hyperparameters: str = "",
+        workers: int = _DISTRIBUTED.workers,
+        num_nodes: int = _DISTRIBUTED.num_nodes,
+        trainjob_namespace: str = _TRAINJOB.namespace,
+        trainjob_runtime_name: str = _TRAINJOB.runtime_name,
+        trainjob_cpu: str = _TRAINJOB.cpu,
+        trainjob_memory: str = _TRAINJOB.memory,
+        trainjob_gpus: int = 1 if gpu else _TRAINJOB.gpus,
+        trainjob_start_timeout_seconds: float = _TRAINJOB.start_timeout_seconds,
+        trainjob_timeout_seconds: float = _TRAINJOB.timeout_seconds,
     ) -> TrainingOutputs:
         """Args: see the components; ``dataset_uri`` (a path, ``s3://`` or ``gs://`` prefix) is required,
         ``base_model`` empty means the packaged all-MiniLM-L6-v2, ``checkpoint_root`` a persistent path or object-store
         prefix that lets a rerun resume training, ``registry_uri`` non-empty registers the exported model there as a
         new ``candidate`` version, ``hyperparameters`` a tune stage's result (``tune_op``'s JSON or a
-        ``best_params.json`` path) applied over the train settings."""
+        ``best_params.json`` path) applied over the train settings, ``workers`` > 1 trains in a Kubeflow Trainer
+        TrainJob of that many DDP processes on ``num_nodes`` pods (the ``trainjob_*`` parameters: its namespace,
+        TrainingRuntime, per-node resources and timeouts; see ``train_op``)."""
         steps = add_model_steps(train_component, gpu, pipeline_parameters(locals()))
         with dsl.If(registry_uri != "", name="register-requested"):
             register_op(
