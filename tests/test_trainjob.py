@@ -303,8 +303,8 @@ def test_train_op_refuses_workers_below_one_before_training(tmp_path):
 
 
 def test_train_op_trainjob_defaults_are_the_typed_configs():
-    """train_op's signature spells its TrainJob defaults as literals (a KFP component's source runs alone in its
-    container); they must be TrainJobConfig's and DistributedConfig's."""
+    """train_op's signature spells its TrainJob and LoRA defaults as literals (a KFP component's source runs alone in its
+    container); they must be the typed configs'."""
     import inspect
 
     from textclf.train.component import train_op
@@ -314,6 +314,10 @@ def test_train_op_trainjob_defaults_are_the_typed_configs():
     assert defaults["workers"] == distributed.workers and defaults["num_nodes"] == distributed.num_nodes
     for field in ("namespace", "runtime_name", "cpu", "memory", "gpus", "start_timeout_seconds", "timeout_seconds"):
         assert defaults[f"trainjob_{field}"] == getattr(job, field), field
+    train = TrainConfig()
+    for field in ("lora_r", "lora_alpha", "lora_dropout"):
+        assert defaults[field] == getattr(train, field), field
+    assert TrainConfig(lora_target_modules=defaults["lora_target_modules"]).lora_target_modules == ()
 
 
 # --- the worker's object-store paths (what a TrainJob pod does), against moto's S3 on 127.0.0.1 ----------------

@@ -107,6 +107,8 @@ class TrainConfig:
         lora_r: LoRA rank.
         lora_alpha: LoRA scaling numerator.
         lora_dropout: Dropout on the LoRA branch.
+        lora_target_modules: Names of the Linear modules LoRA adapts (e.g. ``("q_proj", "v_proj")``); empty: the
+            attention projections of the base model's architecture (:mod:`textclf.train.lora`).
         seed: Seed for initialisation, shuffling and dropout.
         num_threads: CPU threads for torch; 0 leaves torch's default.
     """
@@ -125,6 +127,7 @@ class TrainConfig:
     lora_r: int = 16
     lora_alpha: int = 32
     lora_dropout: float = 0.1
+    lora_target_modules: tuple[str, ...] = ()
     seed: int = 42
     num_threads: int = 0
 
@@ -132,6 +135,10 @@ class TrainConfig:
     DEFAULT_LEARNING_RATES = {TrainMethod.FULL: 1e-4, TrainMethod.LORA: 1e-3, TrainMethod.QLORA: 1e-3}
 
     def __post_init__(self) -> None:
+        # A pipeline parameter gives "q_proj,v_proj"; JSON (a TrainJob's --config, a tune result) gives a list.
+        targets = self.lora_target_modules
+        names = targets.split(",") if isinstance(targets, str) else list(targets)
+        object.__setattr__(self, "lora_target_modules", tuple(str(n).strip() for n in names if str(n).strip()))
         try:
             TrainMethod(self.method)
         except ValueError:
@@ -145,6 +152,9 @@ class TrainConfig:
             "checkpoint_steps": self.checkpoint_steps >= 1,
             "early_stopping_patience": self.early_stopping_patience >= 0,
             "lora_r": self.lora_r >= 1,
+            "lora_alpha": self.lora_alpha > 0,
+            "lora_dropout": 0 <= self.lora_dropout < 1,
+            "lora_target_modules": len(set(self.lora_target_modules)) == len(self.lora_target_modules),
             "warmup_ratio": 0 <= self.warmup_ratio < 1,
             "label_smoothing": 0 <= self.label_smoothing < 1,
         }

@@ -11,10 +11,12 @@ from textclf.config import TrainConfig
 def train_config_from_arguments(
     base_model: str, method: str, epochs: float, batch_size: int, learning_rate: float, max_length: int,
     checkpoint_steps: int, early_stopping_patience: int, seed: int, hyperparameters: str = "",
+    lora_r: int = TrainConfig.lora_r, lora_alpha: int = TrainConfig.lora_alpha,
+    lora_dropout: float = TrainConfig.lora_dropout, lora_target_modules: str = "",
 ) -> TrainConfig:
     """The step's :class:`TrainConfig`: empty ``base_model`` is the packaged default, and ``hyperparameters`` (a tune
     stage's result: ``tune_op``'s JSON ``{field: value}`` or a ``best_params.json`` path; empty for none) is applied
-    over the other settings.
+    over the other settings; ``lora_target_modules`` is comma-separated (empty: detected from the architecture).
 
     Raises:
         ConfigError: A setting ``TrainConfig`` refuses, or unusable hyper-parameters.
@@ -25,7 +27,9 @@ def train_config_from_arguments(
     config = TrainConfig(
         method=method, epochs=float(epochs), batch_size=int(batch_size), learning_rate=float(learning_rate),
         max_length=int(max_length), checkpoint_steps=int(checkpoint_steps),
-        early_stopping_patience=int(early_stopping_patience), seed=int(seed), **overrides,
+        early_stopping_patience=int(early_stopping_patience), seed=int(seed), lora_r=int(lora_r),
+        lora_alpha=int(lora_alpha), lora_dropout=float(lora_dropout), lora_target_modules=lora_target_modules,
+        **overrides,
     )
     tuned = hyperparameters.strip()
     if tuned:

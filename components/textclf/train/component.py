@@ -22,6 +22,10 @@ def train_op(
     model: Output[Model],
     tensorboard: Output[Artifact],
     hyperparameters: str = "",
+    lora_r: int = 16,
+    lora_alpha: int = 32,
+    lora_dropout: float = 0.1,
+    lora_target_modules: str = "",
     workers: int = 1,
     num_nodes: int = 1,
     trainjob_namespace: str = "kubeflow",
@@ -56,6 +60,14 @@ def train_op(
             metrics, the model); an unreachable server is a warning (:mod:`textclf.train.tracking`).
         hyperparameters: A tune stage's result applied over the settings above: ``tune_op``'s returned JSON
             (``{field: value}``), a ``best_params.json`` path, or empty for none.
+        lora_r: LoRA rank (``lora`` and ``qlora``).
+        lora_alpha: LoRA scaling numerator (the update is scaled by ``lora_alpha / lora_r``).
+        lora_dropout: Dropout on the LoRA branch, in [0, 1).
+        lora_target_modules: Comma-separated names of the Linear modules LoRA adapts (e.g. ``q_proj,v_proj``);
+            empty: the attention projections of the base model's architecture (BERT, DistilBERT, RoBERTa,
+            DeBERTa-v2, MPNet, Llama-style and every architecture PEFT knows; ``textclf.train.lora``). A name
+            that matches no module, or an architecture with no known targets and none given, fails before
+            training with the model's Linear module names.
         workers: DDP training processes in all. 1: this step trains in its own pod. More: this step creates a
             Kubeflow Trainer ``TrainJob`` (trainer.kubeflow.org/v1alpha1) on the TrainingRuntime
             ``trainjob_runtime_name`` (manifests/trainer/), running ``torchrun -m textclf.trainjob.worker`` on
@@ -84,7 +96,8 @@ def train_op(
     from textclf.trainjob.config import DistributedConfig, TrainJobConfig, trainjob_image
 
     config = train_config_from_arguments(base_model, method, epochs, batch_size, learning_rate, max_length,
-                                         checkpoint_steps, early_stopping_patience, seed, hyperparameters)
+                                         checkpoint_steps, early_stopping_patience, seed, hyperparameters,
+                                         lora_r, lora_alpha, lora_dropout, lora_target_modules)
     distributed = DistributedConfig(workers=int(workers), num_nodes=int(num_nodes))  # refuses workers < 1 now
     if distributed.workers > 1:
         from textclf.trainjob.kube import kube_api_client, train_with_trainjob

@@ -34,8 +34,6 @@ log = logging.getLogger(__name__)
 #: Output: labels, base model, parameters, max length, normalisation version, data (source, rows, fingerprints),
 #: training summary and history, package versions, git commit (the evaluate, export and registry stages read it).
 METADATA_FILE = "textclf_metadata.json"
-#: Attention projections of BERT-style encoders that LoRA adapts.
-LORA_TARGET_MODULES = ("query", "key", "value")
 
 
 @dataclass(frozen=True)
@@ -70,7 +68,7 @@ def check_hardware(method: TrainMethod) -> None:
 
 #: Settings added after run keys were first recorded, left out of the key while at these defaults, so that runs
 #: started before they existed still resume their checkpoints.
-KEY_NEUTRAL_DEFAULTS: dict[str, Any] = {"label_smoothing": 0.0}
+KEY_NEUTRAL_DEFAULTS: dict[str, Any] = {"label_smoothing": 0.0, "lora_target_modules": ()}
 
 
 def run_key(config: TrainConfig, fingerprints: dict[str, str], extra: dict[str, Any] | None = None) -> str:
@@ -160,11 +158,14 @@ def load_base_model(config: TrainConfig, labels: list[str]) -> tuple[Any, Any]:
 
     from peft import LoraConfig, TaskType, get_peft_model, prepare_model_for_kbit_training
 
+    from textclf.train.lora import lora_target_modules
+
+    targets = lora_target_modules(model, config.lora_target_modules)  # before any 4-bit preparation
     if config.train_method is TrainMethod.QLORA:
         model = prepare_model_for_kbit_training(model)
     lora = LoraConfig(
         task_type=TaskType.SEQ_CLS, r=config.lora_r, lora_alpha=config.lora_alpha,
-        lora_dropout=config.lora_dropout, target_modules=list(LORA_TARGET_MODULES),
+        lora_dropout=config.lora_dropout, target_modules=targets,
     )
     return tokenizer, get_peft_model(model, lora)
 
