@@ -67,6 +67,7 @@ def test_peft_table_covers_other_architectures_and_ours_wins_where_both_know():
 def test_given_targets_are_used_and_checked_against_the_model():
     model = _model("llama")
     assert lora_target_modules(model, ("q_proj", "v_proj")) == ["q_proj", "v_proj"]
+    assert lora_target_modules(model, ("self_attn.q_proj",)) == ["self_attn.q_proj"]  # a dotted suffix, as PEFT
     with pytest.raises(ConfigError, match=r"\['query'\] match no Linear module of this llama model; its Linear "
                                           r"modules are named \[.*'q_proj'"):
         lora_target_modules(model, ("q_proj", "query"))

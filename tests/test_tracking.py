@@ -159,4 +159,8 @@ def test_an_optuna_search_is_one_mlflow_run_with_a_child_run_per_trial(mlflow_se
                train_trial=trainer)
     runs = client.search_runs([experiment.experiment_id], filter_string="tags.optuna_study = 'tracked'")
     assert len([r for r in runs if "optuna_trial" not in r.data.tags]) == 1
-    assert len([r for r in runs if "optuna_trial" in r.data.tags]) == 4
+    resumed = [r for r in runs if "optuna_trial" in r.data.tags]
+    assert len(resumed) == 4
+    # Every trial, the resumed ones too, hangs under the study's run (not under the newest trial's run).
+    assert {r.data.tags["mlflow.parentRunId"] for r in resumed} == {parent.info.run_id}
+    assert {r.data.tags["optuna_role"] for r in resumed} == {"trial"}

@@ -19,7 +19,7 @@ from storage_servers import S3_REGION, make_s3_bucket, s3_server  # noqa: F401  
 from test_manifests import MANIFESTS, REPO_ROOT, _strict, render
 from textclf.config import TrainConfig
 from textclf.errors import ConfigError
-from textclf.images import COMPONENT_IMAGE
+from textclf.images import COMPONENT_IMAGE, GPU_COMPONENT_IMAGE
 from textclf.trainjob import DistributedConfig, TrainingFailedError, TrainJobConfig
 from textclf.trainjob.kube import (
     build_trainjob,
@@ -288,6 +288,8 @@ def test_train_op_with_workers_above_one_runs_a_trainjob_and_returns_the_model_r
     assert trainer["numNodes"] == 1 and trainer["numProcPerNode"] == 2
     assert trainer["resourcesPerNode"]["limits"]["memory"] == "4Gi"
     assert trainer["image"] == COMPONENT_IMAGE
+    assert TrainJobConfig(gpus=1).trainer_image == GPU_COMPONENT_IMAGE  # derived from the GPUs, unless given
+    assert TrainJobConfig(gpus=1, image="registry/own:1").trainer_image == "registry/own:1"
     command = trainer["command"]
     assert command[command.index("--splits") + 1] == f"s3://{bucket}/run/split/splits"  # minio:// as the pods see it
     assert command[command.index("--output") + 1] == f"s3://{bucket}/run/train/model"

@@ -93,7 +93,7 @@ def train_op(
     from textclf.train import train_model
     from textclf.train.arguments import train_config_from_arguments
     from textclf.train.tracking import TrackingConfig, log_model, tracking_callbacks
-    from textclf.trainjob.config import DistributedConfig, TrainJobConfig, trainjob_image
+    from textclf.trainjob.config import DistributedConfig, TrainJobConfig
 
     config = train_config_from_arguments(base_model, method, epochs, batch_size, learning_rate, max_length,
                                          checkpoint_steps, early_stopping_patience, seed, hyperparameters,
@@ -104,7 +104,7 @@ def train_op(
 
         job = TrainJobConfig(
             distributed=distributed, namespace=trainjob_namespace, runtime_name=trainjob_runtime_name,
-            cpu=trainjob_cpu, memory=trainjob_memory, gpus=int(trainjob_gpus), image=trainjob_image(int(trainjob_gpus)),
+            cpu=trainjob_cpu, memory=trainjob_memory, gpus=int(trainjob_gpus),
             start_timeout_seconds=float(trainjob_start_timeout_seconds),
             timeout_seconds=float(trainjob_timeout_seconds),
         )

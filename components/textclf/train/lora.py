@@ -56,10 +56,13 @@ def lora_target_modules(model: Any, given: Sequence[str] = ()) -> list[str]:
         ConfigError: A given name matches no Linear module of the model, or the architecture has no known targets
             and none were given (both name the Linear modules the model has).
     """
+    import torch
+
     linear = linear_module_names(model)
+    full_names = [name for name, module in model.named_modules() if isinstance(module, torch.nn.Linear)]
     model_type = str(getattr(getattr(model, "config", None), "model_type", "") or "")
     if given:
-        missing = [name for name in given if name not in linear]
+        missing = [key for key in given if not any(name == key or name.endswith(f".{key}") for name in full_names)]
         if missing:
             raise ConfigError(f"lora_target_modules {missing} match no Linear module of this {model_type or 'model'} "
                               f"model; its Linear modules are named {linear}")

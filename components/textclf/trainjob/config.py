@@ -59,7 +59,8 @@ class TrainJobConfig:
         namespace: Namespace of the TrainJob (the TrainingRuntime must be in it).
         runtime_name: ``spec.runtimeRef.name``: the TrainingRuntime of ``manifests/trainer/``.
         runtime_kind: ``TrainingRuntime`` (namespaced) or ``ClusterTrainingRuntime``.
-        image: The trainer container's image (the component image: it has torch and this package).
+        image: The trainer container's image; empty: the component image, or its CUDA build when ``gpus`` > 0
+            (:attr:`trainer_image`).
         cpu: CPU request and limit per node.
         memory: Memory request and limit per node.
         gpus: ``nvidia.com/gpu`` per node (0: CPU, gloo; > 0: nccl).
@@ -73,7 +74,7 @@ class TrainJobConfig:
     namespace: str = "kubeflow"
     runtime_name: str = DEFAULT_RUNTIME
     runtime_kind: str = "TrainingRuntime"
-    image: str = COMPONENT_IMAGE
+    image: str = ""
     cpu: str = "2"
     memory: str = "8Gi"
     gpus: int = 0
@@ -103,7 +104,7 @@ class TrainJobConfig:
         if self.poll_seconds <= 0:
             raise ConfigError(f"poll_seconds must be > 0; got {self.poll_seconds}")
 
-
-def trainjob_image(gpus: int) -> str:
-    """The trainer container's image for ``gpus`` GPUs per node: the component image, or its CUDA build."""
-    return GPU_COMPONENT_IMAGE if gpus > 0 else COMPONENT_IMAGE
+    @property
+    def trainer_image(self) -> str:
+        """``image``, else the component image for ``gpus`` GPUs per node (its CUDA build when > 0)."""
+        return self.image or (GPU_COMPONENT_IMAGE if self.gpus > 0 else COMPONENT_IMAGE)

@@ -55,7 +55,7 @@ def build_trainjob(name: str, worker_args: list[str], config: TrainJobConfig,
         "spec": {
             "runtimeRef": {"apiGroup": TRAINER_GROUP, "kind": config.runtime_kind, "name": config.runtime_name},
             "trainer": {
-                "image": config.image,
+                "image": config.trainer_image,
                 "command": worker_command(distributed, worker_args, local=False),
                 "numNodes": distributed.num_nodes,
                 "numProcPerNode": distributed.procs_per_node,

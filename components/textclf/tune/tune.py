@@ -25,12 +25,15 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from textclf.config import TrainConfig
 from textclf.errors import ConfigError
 from textclf.provenance import read_json, write_json
 from textclf.tune.space import DEFAULT_SEARCH_SPACE, SearchSpace, apply_overrides, check_space
+
+if TYPE_CHECKING:
+    from textclf.train.tracking import TrackingConfig
 
 log = logging.getLogger(__name__)
 
@@ -195,7 +198,7 @@ def run_search(
     base_config: TrainConfig | None = None,
     space: SearchSpace = DEFAULT_SEARCH_SPACE,
     train_trial: TrialTrainer | None = None,
-    tracking: Any = None,
+    tracking: TrackingConfig | None = None,
 ) -> TuneResult:
     """Search ``space`` around ``base_config`` and write :data:`BEST_PARAMS_FILE` and :data:`TRIALS_FILE`.
 
@@ -240,7 +243,7 @@ def run_search(
 
     tracking = tracking or TrackingConfig()
     study_tags = {"optuna_study": config.study_name}
-    parent_run = start_parent_run(tracking, config.study_name, study_tags)
+    parent_run = start_parent_run(tracking, config.study_name, {**study_tags, "optuna_role": "study"})
 
     def objective(trial: optuna.Trial) -> float:
         overrides = space.suggest(trial)
@@ -249,7 +252,8 @@ def run_search(
         callbacks = [pruning_callback(trial, rows_per_step=trial_config.batch_size)]
         if parent_run is not None:
             trial_tracking = dataclasses.replace(tracking, run_name=f"{config.study_name}-trial-{trial.number}",
-                                                 tags={**tracking.tags, **study_tags, "optuna_trial": str(trial.number)})
+                                                 tags={**tracking.tags, **study_tags, "optuna_role": "trial",
+                                                       "optuna_trial": str(trial.number)})
             callbacks += tracking_callbacks(trial_tracking, trial_config.to_dict(), parent_run_id=parent_run)
         state, metrics = "FAILED", {}
         try:
