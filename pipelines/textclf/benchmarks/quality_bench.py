@@ -86,6 +86,9 @@ class QualitySettings:
     seed: int = SplitConfig.seed
     speed_seconds: float = 5.0
     speed_rounds: int = 3
+    #: Also train the rows that only explain the targets' rows: the 1-epoch baseline and each labels-only student
+    #: (what distillation adds). Off, a run trains only what the targets are measured on.
+    ablations: bool = True
 
     def __post_init__(self) -> None:
         if self.teacher_epochs < 2:
@@ -282,9 +285,10 @@ def run_quality_benchmark(settings: QualitySettings, output: Path, work_root: Pa
     # Scored now as well as at the end, so a long run shows the ensemble's numbers hours before the students'.
     steps.run(*score(teachers))
 
-    students = [student_name(layers, distilled) for layers in settings.student_layers for distilled in (True, False)]
+    variants = (True, False) if settings.ablations else (True,)
+    students = [student_name(layers, distilled) for layers in settings.student_layers for distilled in variants]
     for layers in settings.student_layers:
-        for distilled in (True, False):
+        for distilled in variants:
             name = dirs[student_name(layers, distilled)]
             distill = DistillConfig(temperature=settings.distill_temperature,
                                     alpha=settings.distill_alpha if distilled else 1.0, student_layers=layers,
@@ -301,9 +305,10 @@ def run_quality_benchmark(settings: QualitySettings, output: Path, work_root: Pa
                         "train_seconds": result.summary["train_runtime_seconds"], **_trained(result)}
 
             steps.run(name, step)
-    steps.run(dirs[BASELINE], transformer(dirs[BASELINE], settings.baseline_epochs))
+    if settings.ablations:
+        steps.run(dirs[BASELINE], transformer(dirs[BASELINE], settings.baseline_epochs))
 
-    transformers = [BASELINE, *teachers, *students]
+    transformers = [*([BASELINE] if settings.ablations else []), *teachers, *students]
     compare_step, compare_run = score(transformers)
     comparison = steps.run(compare_step, compare_run)["rows"]
 

@@ -238,7 +238,7 @@ def cmd_bench_quality(args: argparse.Namespace) -> int:
         extra_teacher_seeds=tuple(args.extra_teacher_seeds),
         student_epochs=args.student_epochs, student_layers=tuple(args.student_layers),
         distill_temperature=args.distill_temperature, distill_alpha=args.distill_alpha,
-        student_init=args.student_init, ensemble_method=args.ensemble_method,
+        student_init=args.student_init, ensemble_method=args.ensemble_method, ablations=args.ablations,
     )
     result = run_quality_benchmark(settings, args.output, args.work_dir)
     print(markdown(result))
@@ -355,6 +355,9 @@ def build_parser(with_pipeline_flags: bool = True, pipeline: str = DEFAULT_LOCAL
     quality.add_argument("--distill-alpha", type=float, default=DistillConfig.alpha)
     quality.add_argument("--student-init", choices=[m.value for m in StudentInit], default=DistillConfig.init)
     quality.add_argument("--ensemble-method", choices=[m.value for m in EnsembleMethod], default=EnsembleConfig.method)
+    quality.add_argument("--no-ablations", dest="ablations", action="store_false",
+                         help="train only the rows the targets are measured on (no 1-epoch baseline, no "
+                         "labels-only students)")
     quality.add_argument("--output", type=Path, default=Path("runs/bench/bench_quality.json"),
                          help="the JSON; the Markdown table goes beside it (.md)")
     quality.add_argument("--work-dir", type=Path, default=Path("runs/bench/quality"),
