@@ -68,6 +68,18 @@ def test_the_distributed_parameters_reach_the_train_step(pipeline):
     assert defaults["trainjob_gpus"]["defaultValue"] == (1 if pipeline.name == "training-gpu" else 0)
 
 
+@pytest.mark.parametrize("pipeline", PIPELINES[:3], ids=lambda p: p.name)
+def test_the_training_strategies_reach_the_train_step_with_the_typed_defaults(pipeline):
+    from textclf.config import TrainConfig
+
+    spec = yaml.safe_load(pipeline.path.read_text())
+    train = spec["root"]["dag"]["tasks"]["train-op"]["inputs"]["parameters"]
+    defaults = spec["root"]["inputDefinitions"]["parameters"]
+    for name in TrainConfig.STRATEGY_FIELDS:
+        assert train[name] == {"componentInputParameter": name}, name
+        assert defaults[name]["defaultValue"] == getattr(TrainConfig(), name), name
+
+
 @pytest.mark.parametrize(("arguments", "message"), [
     ({"workers": 0}, "workers must be an integer >= 1"),
     ({"workers": 3, "num_nodes": 2}, r"workers \(3\) must be a multiple of num_nodes \(2\)"),

@@ -317,7 +317,7 @@ def test_train_op_trainjob_defaults_are_the_typed_configs():
     for field in ("namespace", "runtime_name", "cpu", "memory", "gpus", "start_timeout_seconds", "timeout_seconds"):
         assert defaults[f"trainjob_{field}"] == getattr(job, field), field
     train = TrainConfig()
-    for field in ("lora_r", "lora_alpha", "lora_dropout"):
+    for field in ("lora_r", "lora_alpha", "lora_dropout", *TrainConfig.STRATEGY_FIELDS):
         assert defaults[field] == getattr(train, field), field
     assert TrainConfig(lora_target_modules=defaults["lora_target_modules"]).lora_target_modules == ()
 

@@ -37,6 +37,47 @@ def parse_text_columns(value: str) -> tuple[str, ...]:
     return tuple(column.strip() for column in str(value).split(",") if column.strip())
 
 
+def _parse_bool(name: str, value: str) -> bool:
+    """``true``/``false`` (also 1/0, yes/no) as a pipeline parameter or a CLI flag spells a bool."""
+    lowered = value.strip().lower()
+    if lowered in ("true", "1", "yes"):
+        return True
+    if lowered in ("false", "0", "no", ""):
+        return False
+    raise ConfigError(f"{name} must be true or false; got {value!r}")
+
+
+class Precision(str, enum.Enum):
+    """Arithmetic of the training forward and backward passes (master weights stay fp32; the saved model is fp32)."""
+
+    FP32 = "fp32"
+    BF16 = "bf16"  # autocast: CPUs with avx512_bf16 or amx_bf16, GPUs that support it
+    FP16 = "fp16"  # autocast with loss scaling: GPU only
+    AUTO = "auto"  # bf16 where the hardware runs it natively (CPU flags, GPU), else fp16 on a GPU, else fp32
+
+
+class ClassWeights(str, enum.Enum):
+    """Per-class weights of the training cross-entropy."""
+
+    NONE = "none"
+    BALANCED = "balanced"  # n / (classes * count of the class), from the train split (scikit-learn's "balanced")
+
+
+class Adversarial(str, enum.Enum):
+    """Adversarial training on the word embeddings (training only: the saved model is the plain one)."""
+
+    NONE = "none"
+    FGM = "fgm"  # one step of size epsilon along the loss gradient (Miyato et al. 2017)
+    PGD = "pgd"  # pgd_steps projected steps inside the epsilon ball (Madry et al. 2018)
+
+
+class Curriculum(str, enum.Enum):
+    """Order of the training examples in the first epoch (later epochs are shuffled)."""
+
+    NONE = "none"
+    LENGTH = "length"  # short to long (token count), shuffled within windows of 50 batches
+
+
 @dataclass(frozen=True)
 class IngestConfig:
     """Where the data comes from and how its columns map to text and label.
@@ -109,6 +150,20 @@ class TrainConfig:
         lora_dropout: Dropout on the LoRA branch.
         lora_target_modules: Names of the Linear modules LoRA adapts (e.g. ``("q_proj", "v_proj")``); empty: the
             attention projections of the base model's architecture (:mod:`textclf.train.lora`).
+        precision: ``fp32``, ``bf16`` (autocast; a CPU needs the ``avx512_bf16`` or ``amx_bf16`` flag), ``fp16``
+            (GPU only) or ``auto`` (bf16 where the hardware runs it natively, else fp16 on a GPU, else fp32).
+        gradient_accumulation_steps: Micro-batches per optimiser step: each holds ``batch_size / steps`` examples
+            (per process), so the optimiser step and its result stay those of ``batch_size``; less memory.
+        gradient_checkpointing: Recompute activations in the backward pass instead of keeping them (less memory,
+            about a third more compute).
+        class_weights: ``none`` or ``balanced`` (inverse class frequency of the train split) weights of the training
+            cross-entropy; validation loss stays unweighted.
+        layerwise_lr_decay: Layer-wise learning-rate decay: the head trains at the learning rate, encoder layer i
+            (of L) at ``lr * decay ** (L - i)``, the embeddings at ``lr * decay ** (L + 1)``; 1 disables.
+        adversarial: ``none``, ``fgm`` or ``pgd`` adversarial training on the word embeddings.
+        adversarial_epsilon: Size (L2 norm over the embedding matrix) of the adversarial perturbation.
+        pgd_steps: Steps of ``pgd`` (step size ``2.5 * epsilon / steps``, projected on the epsilon ball).
+        curriculum: ``none`` or ``length`` (first epoch short to long).
         seed: Seed for initialisation, shuffling and dropout.
         num_threads: CPU threads for torch; 0 leaves torch's default.
     """
@@ -128,6 +183,15 @@ class TrainConfig:
     lora_alpha: int = 32
     lora_dropout: float = 0.1
     lora_target_modules: tuple[str, ...] = ()
+    precision: str = Precision.FP32.value
+    gradient_accumulation_steps: int = 1
+    gradient_checkpointing: bool = False
+    class_weights: str = ClassWeights.NONE.value
+    layerwise_lr_decay: float = 1.0
+    adversarial: str = Adversarial.NONE.value
+    adversarial_epsilon: float = 1.0
+    pgd_steps: int = 3
+    curriculum: str = Curriculum.NONE.value
     seed: int = 42
     num_threads: int = 0
 
@@ -139,11 +203,16 @@ class TrainConfig:
         targets = self.lora_target_modules
         names = targets.split(",") if isinstance(targets, str) else list(targets)
         object.__setattr__(self, "lora_target_modules", tuple(str(n).strip() for n in names if str(n).strip()))
-        try:
-            TrainMethod(self.method)
-        except ValueError:
-            valid = ", ".join(m.value for m in TrainMethod)
-            raise ConfigError(f"method must be one of {valid}; got {self.method!r}") from None
+        for name, kind in (("method", TrainMethod), ("precision", Precision), ("class_weights", ClassWeights),
+                           ("adversarial", Adversarial), ("curriculum", Curriculum)):
+            try:
+                kind(getattr(self, name))
+            except ValueError:
+                valid = ", ".join(m.value for m in kind)
+                raise ConfigError(f"{name} must be one of {valid}; got {getattr(self, name)!r}") from None
+        if isinstance(self.gradient_checkpointing, str):  # a string parameter or CLI value
+            object.__setattr__(self, "gradient_checkpointing", _parse_bool("gradient_checkpointing",
+                                                                           self.gradient_checkpointing))
         checks = {
             "epochs": self.epochs > 0,
             "batch_size": self.batch_size >= 1,
@@ -157,16 +226,34 @@ class TrainConfig:
             "lora_target_modules": len(set(self.lora_target_modules)) == len(self.lora_target_modules),
             "warmup_ratio": 0 <= self.warmup_ratio < 1,
             "label_smoothing": 0 <= self.label_smoothing < 1,
+            "gradient_accumulation_steps": self.gradient_accumulation_steps >= 1,
+            "layerwise_lr_decay": 0 < self.layerwise_lr_decay <= 1,
+            "adversarial_epsilon": self.adversarial_epsilon > 0,
+            "pgd_steps": self.pgd_steps >= 1,
         }
         for name, ok in checks.items():
             if not ok:
                 raise ConfigError(f"invalid {name}: {getattr(self, name)!r}")
         if not self.base_model:
             raise ConfigError("base_model must be a model directory or hub id, got an empty string")
+        if self.batch_size % self.gradient_accumulation_steps:
+            raise ConfigError(
+                f"batch_size {self.batch_size} is not divisible by gradient_accumulation_steps "
+                f"{self.gradient_accumulation_steps}: batch_size is the optimiser step's examples, split into "
+                f"gradient_accumulation_steps micro-batches")
+
+    #: The training-strategy fields (one train_op input and pipeline parameter each, same names).
+    STRATEGY_FIELDS = ("label_smoothing", "precision", "gradient_accumulation_steps", "gradient_checkpointing",
+                       "class_weights", "layerwise_lr_decay", "adversarial", "adversarial_epsilon", "pgd_steps",
+                       "curriculum")
 
     @property
     def train_method(self) -> TrainMethod:
         return TrainMethod(self.method)
+
+    @property
+    def adversarial_method(self) -> Adversarial:
+        return Adversarial(self.adversarial)
 
     @property
     def effective_learning_rate(self) -> float:

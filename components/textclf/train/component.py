@@ -26,6 +26,16 @@ def train_op(
     lora_alpha: int = 32,
     lora_dropout: float = 0.1,
     lora_target_modules: str = "",
+    label_smoothing: float = 0.0,
+    precision: str = "fp32",
+    gradient_accumulation_steps: int = 1,
+    gradient_checkpointing: bool = False,
+    class_weights: str = "none",
+    layerwise_lr_decay: float = 1.0,
+    adversarial: str = "none",
+    adversarial_epsilon: float = 1.0,
+    pgd_steps: int = 3,
+    curriculum: str = "none",
     workers: int = 1,
     num_nodes: int = 1,
     trainjob_namespace: str = "kubeflow",
@@ -68,6 +78,22 @@ def train_op(
             DeBERTa-v2, MPNet, Llama-style and every architecture PEFT knows; ``textclf.train.lora``). A name
             that matches no module, or an architecture with no known targets and none given, fails before
             training with the model's Linear module names.
+        label_smoothing: Label-smoothing factor of the cross-entropy, in [0, 1).
+        precision: ``fp32``, ``bf16`` (autocast; a CPU needs the ``avx512_bf16`` or ``amx_bf16`` flag, else the
+            step fails at once naming them), ``fp16`` (GPU only) or ``auto`` (bf16 where native, fp16 on a GPU
+            without it, else fp32). Master weights and the saved model stay fp32.
+        gradient_accumulation_steps: Micro-batches per optimiser step (``batch_size`` stays the step's examples;
+            less memory, same result).
+        gradient_checkpointing: Recompute activations in the backward pass (less memory, more compute).
+        class_weights: ``none`` or ``balanced`` (inverse class frequency of the train split) weights of the
+            training cross-entropy.
+        layerwise_lr_decay: Layer-wise learning-rate decay in (0, 1]: layer i of L trains at ``lr * decay ** (L -
+            i)``, the embeddings at ``lr * decay ** (L + 1)``, the head at ``lr``; 1 disables.
+        adversarial: ``none``, ``fgm`` or ``pgd`` adversarial training on the word embeddings (training only; the
+            saved model is the plain one; needs method ``full``).
+        adversarial_epsilon: L2 size of the adversarial perturbation of the embedding matrix.
+        pgd_steps: Steps of ``pgd``.
+        curriculum: ``none`` or ``length`` (the first epoch short to long).
         workers: DDP training processes in all. 1: this step trains in its own pod. More: this step creates a
             Kubeflow Trainer ``TrainJob`` (trainer.kubeflow.org/v1alpha1) on the TrainingRuntime
             ``trainjob_runtime_name`` (manifests/trainer/), running ``torchrun -m textclf.trainjob.worker`` on
@@ -97,7 +123,13 @@ def train_op(
 
     config = train_config_from_arguments(base_model, method, epochs, batch_size, learning_rate, max_length,
                                          checkpoint_steps, early_stopping_patience, seed, hyperparameters,
-                                         lora_r, lora_alpha, lora_dropout, lora_target_modules)
+                                         lora_r, lora_alpha, lora_dropout, lora_target_modules,
+                                         label_smoothing=label_smoothing, precision=precision,
+                                         gradient_accumulation_steps=gradient_accumulation_steps,
+                                         gradient_checkpointing=gradient_checkpointing, class_weights=class_weights,
+                                         layerwise_lr_decay=layerwise_lr_decay, adversarial=adversarial,
+                                         adversarial_epsilon=adversarial_epsilon, pgd_steps=pgd_steps,
+                                         curriculum=curriculum)
     distributed = DistributedConfig(workers=int(workers), num_nodes=int(num_nodes))  # refuses workers < 1 now
     if distributed.workers > 1:
         from textclf.trainjob.kube import kube_api_client, train_with_trainjob

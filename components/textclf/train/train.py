@@ -68,7 +68,11 @@ def check_hardware(method: TrainMethod) -> None:
 
 #: Settings added after run keys were first recorded, left out of the key while at these defaults, so that runs
 #: started before they existed still resume their checkpoints.
-KEY_NEUTRAL_DEFAULTS: dict[str, Any] = {"label_smoothing": 0.0, "lora_target_modules": ()}
+KEY_NEUTRAL_DEFAULTS: dict[str, Any] = {
+    "label_smoothing": 0.0, "lora_target_modules": (), "precision": "fp32", "gradient_accumulation_steps": 1,
+    "gradient_checkpointing": False, "class_weights": "none", "layerwise_lr_decay": 1.0, "adversarial": "none",
+    "adversarial_epsilon": 1.0, "pgd_steps": 3, "curriculum": "none",
+}
 
 
 def run_key(config: TrainConfig, fingerprints: dict[str, str], extra: dict[str, Any] | None = None) -> str:
@@ -391,9 +395,25 @@ def fit_and_save(
     import torch
     from transformers import DataCollatorWithPadding, EarlyStoppingCallback, Trainer, TrainingArguments
 
+    from textclf.train.strategies import (
+        precision_arguments,
+        resolve_precision,
+        strategy_trainer_class,
+        train_strategy,
+    )
+
     labels, split_report, fingerprints = data.labels, data.report, data.fingerprints
     world_size = world_size_from_env()
     per_process_batch = per_process_batch_size(config.batch_size, world_size)
+    accumulation = config.gradient_accumulation_steps
+    if per_process_batch % accumulation:
+        raise ConfigError(
+            f"batch_size {config.batch_size} over {world_size} process(es) gives {per_process_batch} examples per "
+            f"process, not divisible by gradient_accumulation_steps {accumulation}; choose a batch_size that is a "
+            f"multiple of {world_size * accumulation}")
+    precision = resolve_precision(config.precision)  # refuses bf16/fp16 the hardware cannot run, before training
+    strategy = train_strategy(config, train_data.label_ids, len(labels),
+                              [len(ids) for ids in train_data.encodings["input_ids"]])
     mirror = None
     scratch_checkpoints = checkpoint_root is None or is_remote(str(checkpoint_root))
     if scratch_checkpoints:
@@ -406,8 +426,13 @@ def fit_and_save(
     args = TrainingArguments(
         output_dir=str(checkpoint_dir),
         num_train_epochs=config.epochs,
-        # The global batch is config.batch_size whatever the number of processes (DDP averages the gradients).
-        per_device_train_batch_size=per_process_batch,
+        # The global batch is config.batch_size whatever the number of processes (DDP averages the gradients) and
+        # the accumulation steps (each micro-batch's mean loss is divided by them).
+        per_device_train_batch_size=per_process_batch // accumulation,
+        gradient_accumulation_steps=accumulation,
+        activation_checkpointing=config.gradient_checkpointing,
+        activation_checkpointing_kwargs={"use_reentrant": False} if config.gradient_checkpointing else None,
+        **precision_arguments(precision),
         per_device_eval_batch_size=max(config.batch_size, 64),
         learning_rate=config.effective_learning_rate,
         weight_decay=config.weight_decay,
@@ -458,8 +483,9 @@ def fit_and_save(
     if mirror is not None:  # rank 0 only: the uploads of each complete checkpoint
         callbacks.append(mirror.callback())
     callbacks.extend(extra_callbacks)
-    trainer = (trainer_class or Trainer)(
+    trainer = strategy_trainer_class(trainer_class or Trainer)(
         model=model,
+        strategy=strategy,
         args=args,
         train_dataset=train_data,
         eval_dataset=validation_data,
@@ -491,6 +517,9 @@ def fit_and_save(
         "validation_accuracy": final_eval["eval_accuracy"],
         "world_size": world_size,
         "per_process_batch_size": per_process_batch,
+        "micro_batch_size": per_process_batch // accumulation,
+        "precision": precision.value,
+        "strategy": strategy.describe(),
     }
     if not is_main:
         # Rank 0 writes the model directory; the others wait for it, so the job ends when the model is in place.

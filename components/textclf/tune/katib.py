@@ -31,8 +31,8 @@ TRIAL_CONTAINER = "training"
 #: TrainConfig fields passed to every trial when they differ from TrainConfig's defaults (the searched ones are
 #: trial parameters instead; ``base_model`` is passed when set).
 FIXED_TRIAL_FIELDS = ("base_model", "method", "epochs", "batch_size", "learning_rate", "weight_decay",
-                      "warmup_ratio", "label_smoothing", "max_length", "checkpoint_steps", "early_stopping_patience",
-                      "lora_r", "lora_alpha", "lora_dropout", "seed", "num_threads")
+                      "warmup_ratio", "max_length", "checkpoint_steps", "early_stopping_patience",
+                      "lora_r", "lora_alpha", "lora_dropout", *TrainConfig.STRATEGY_FIELDS, "seed", "num_threads")
 
 
 @dataclass(frozen=True)

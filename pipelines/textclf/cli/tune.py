@@ -20,8 +20,8 @@ from textclf.config import TrainConfig, TrainMethod
 
 #: TrainConfig fields ``train-trial`` and ``tune`` take as flags (``--learning-rate`` for ``learning_rate``).
 TRAIN_FLAG_FIELDS = ("base_model", "method", "epochs", "batch_size", "learning_rate", "weight_decay", "warmup_ratio",
-                     "label_smoothing", "max_length", "checkpoint_steps", "early_stopping_patience", "lora_r",
-                     "lora_alpha", "lora_dropout", "seed", "num_threads")
+                     "max_length", "checkpoint_steps", "early_stopping_patience", "lora_r", "lora_alpha",
+                     "lora_dropout", *TrainConfig.STRATEGY_FIELDS, "seed", "num_threads")
 
 
 def add_train_config_flags(parser: argparse.ArgumentParser) -> None:

@@ -138,6 +138,16 @@ def build_training_pipeline(gpu: bool = False) -> Any:
         lora_alpha: int = _TRAIN.lora_alpha,
         lora_dropout: float = _TRAIN.lora_dropout,
         lora_target_modules: str = "",
+        label_smoothing: float = _TRAIN.label_smoothing,
+        precision: str = _TRAIN.precision,
+        gradient_accumulation_steps: int = _TRAIN.gradient_accumulation_steps,
+        gradient_checkpointing: bool = _TRAIN.gradient_checkpointing,
+        class_weights: str = _TRAIN.class_weights,
+        layerwise_lr_decay: float = _TRAIN.layerwise_lr_decay,
+        adversarial: str = _TRAIN.adversarial,
+        adversarial_epsilon: float = _TRAIN.adversarial_epsilon,
+        pgd_steps: int = _TRAIN.pgd_steps,
+        curriculum: str = _TRAIN.curriculum,
         workers: int = _DISTRIBUTED.workers,
         num_nodes: int = _DISTRIBUTED.num_nodes,
         trainjob_namespace: str = _TRAINJOB.namespace,
@@ -154,7 +164,10 @@ def build_training_pipeline(gpu: bool = False) -> Any:
         new ``candidate`` version, ``hyperparameters`` a tune stage's result (``tune_op``'s JSON or a
         ``best_params.json`` path) applied over the train settings, ``workers`` > 1 trains in a Kubeflow Trainer
         TrainJob of that many DDP processes on ``num_nodes`` pods (the ``trainjob_*`` parameters: its namespace,
-        TrainingRuntime, per-node resources and timeouts; see ``train_op``)."""
+        TrainingRuntime, per-node resources and timeouts; see ``train_op``), and the training strategies
+        (``label_smoothing``, ``precision``, ``gradient_accumulation_steps``, ``gradient_checkpointing``,
+        ``class_weights``, ``layerwise_lr_decay``, ``adversarial``, ``adversarial_epsilon``, ``pgd_steps``,
+        ``curriculum``; see ``train_op``) go to the train step."""
         steps = add_model_steps(train_component, gpu, pipeline_parameters(locals()))
         with dsl.If(registry_uri != "", name="register-requested"):
             register_op(
