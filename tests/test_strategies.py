@@ -5,6 +5,7 @@ rates and the curriculum do what they say; bf16 runs where the CPU has it and is
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -324,3 +325,39 @@ def test_bf16_trains_where_the_cpu_has_it_and_is_refused_where_not(strategy_spli
     result = _train(strategy_splits, tiny_base, tmp_path / "model", precision="auto")
     assert result.summary["precision"] == "bf16"
     assert all(v.dtype == torch.float32 for v in _weights(result.model_dir).values())  # master weights saved
+
+
+# --- make bench-strategies ------------------------------------------------------------------------------------
+
+def test_paired_difference_is_the_mean_and_standard_error_of_per_text_differences():
+    from textclf.benchmarks.strategy_bench import paired_difference
+
+    found = paired_difference([1, 1, 0, 1], [1, 0, 0, 0])
+    assert found["points"] == pytest.approx(50.0)
+    assert found["standard_error_points"] == pytest.approx(100 * 0.57735 / 2, rel=1e-4)  # std of [0,1,0,1] / 2
+    assert (found["only_this_right"], found["only_plain_right"], found["texts"]) == (2, 0, 4)
+    with pytest.raises(ValueError, match="same >= 2 texts"):
+        paired_difference([1, 0], [1])
+
+
+@requires_ag_news
+def test_strategy_bench_measures_rows_pairs_them_with_plain_and_resumes(small_ag_news, tmp_path, capsys):
+    from textclf.benchmarks.strategy_bench import CORRECT_FILE, run_strategy_benchmark
+
+    output = tmp_path / "bench.json"
+    arguments = (output, tmp_path / "work", str(small_ag_news), 60, 40, ["grad_accumulation_4", "bf16"], 0.5)
+    result = run_strategy_benchmark(*arguments)
+    assert list(result["rows"]) == ["plain", "grad_accumulation_4", "bf16"]  # plain first, always
+    plain = result["rows"]["plain"]
+    assert 0 <= plain["test_accuracy"] <= 1 and plain["train_samples_per_second"] > 0
+    effect = result["effects_vs_plain"]["grad_accumulation_4"]
+    assert effect["texts"] == 40 and effect["standard_error_points"] >= 0
+    assert len(json.loads((Path(result["work_dir"]) / "plain" / CORRECT_FILE).read_text())) == 40
+    if cpu_flags() & set(BF16_CPU_FLAGS):
+        assert result["rows"]["bf16"]["precision"] == "bf16" and "bf16" in result["effects_vs_plain"]
+        assert result["bf16_target"]["met"] is False  # a pilot of 60 rows never meets the 6,000-row target
+    else:
+        assert "avx512_bf16" in result["rows"]["bf16"]["not_run"] and result["bf16_target"] is None
+    again = run_strategy_benchmark(*arguments)
+    assert again["rows"] == result["rows"]
+    assert capsys.readouterr().err.count("already measured, skipped") == 3
