@@ -154,3 +154,20 @@ def test_text_columns_parameter_is_parsed_once_for_the_component_and_the_cli_che
 
     assert parse_text_columns(" title, description ,,") == ("title", "description")
     assert parse_text_columns(",".join(IngestConfig.text_columns)) == IngestConfig.text_columns
+
+
+@pytest.mark.skipif(not (ARXIV_CS / "test.csv.gz").is_file(), reason="arXiv CS set not found")
+def test_arxiv_abstracts_get_the_abstract_text_profile_through_ingest_and_split(tmp_path):
+    from textclf.config import SplitConfig
+    from textclf.provenance import read_json
+    from textclf.validate import validate_and_split
+
+    frame = pd.read_csv(ARXIV_CS / "test.csv.gz", dtype=str, keep_default_na=False, nrows=800)
+    common = frame["label"].value_counts()
+    frame = frame[frame["label"].isin(common[common >= 20].index)]
+    write_csv_gz(frame.iloc[:600], tmp_path / "data" / "train.csv.gz")
+    write_csv_gz(frame.iloc[600:], tmp_path / "data" / "test.csv.gz")
+    ingest_dataset(IngestConfig(dataset_uri=str(tmp_path / "data")), tmp_path / "out")
+    assert read_json(tmp_path / "out" / "ingest_report.json")["text_profile"] == "abstract"
+    validate_and_split(tmp_path / "out", SplitConfig(validation_fraction=0.2), tmp_path / "splits")
+    assert read_json(tmp_path / "splits" / "validation_report.json")["text_profile"] == "abstract"

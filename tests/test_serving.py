@@ -260,6 +260,25 @@ def test_bundle_metadata_and_model_version(tmp_path):
     assert ids == [2, 4, 5, 6, 3], "truncated to max_length, special tokens kept"
 
 
+def test_bundle_text_profile_is_read_and_applied_to_requests(tmp_path):
+    from textclf.serving.codec import tokenise
+    from textclf.text import TextProfile
+
+    root = write_fake_bundle(tmp_path / "bundle")
+    assert load_bundle(root).text_profile is TextProfile.NEWS  # bundles before profiles
+    metadata = json.loads((root / "export_metadata.json").read_text())
+    (root / "export_metadata.json").write_text(json.dumps({**metadata, "text_profile": "abstract"}))
+    bundle = load_bundle(root)
+    assert bundle.text_profile is TextProfile.ABSTRACT
+    tokenizer = bundle.load_tokenizer()
+    raw = [r"\textbf{stocks} fell"]
+    assert tokenise(tokenizer, raw, bundle.text_profile) == [[2, 4, 5, 3]]
+    assert tokenise(tokenizer, raw) == [[2, 1, 1, 4, 3]]  # news rules: "textbf", "{" unknown, "fell" cut off
+    (root / "export_metadata.json").write_text(json.dumps({**metadata, "text_profile": "tweets"}))
+    with pytest.raises(BundleError, match="unknown text profile 'tweets'"):
+        load_bundle(root)
+
+
 def test_bundle_with_another_normalisation_version_is_refused(tmp_path):
     with pytest.raises(BundleError, match="text normalisation version 0, this server applies version"):
         load_bundle(write_fake_bundle(tmp_path / "bundle", normalisation_version="0"))

@@ -35,7 +35,9 @@ from textclf.evaluate.calibration import fit_temperature
 from textclf.evaluate.evaluate import softmax
 from textclf.provenance import atomic_directory, git_commit, package_versions, read_json, sha256_file, write_json
 from textclf.serving.bundle import BundleError
-from textclf.serving.classical import TRUSTED_TYPES, classical_logits, load_classical_bundle, preprocess
+from textclf.serving.classical import PREPROCESSORS, TRUSTED_TYPES, classical_logits, load_classical_bundle
+from textclf.serving.classical import preprocess  # noqa: F401  (files saved before the move name it here)
+from textclf.text import TEXT_PROFILE_KEY, TextProfile, text_profile_of
 from textclf.serving.contract import CLASSICAL_METADATA_FILE, CLASSICAL_MODEL_FILE, LABELS_FILE, TEMPERATURE_KEY
 from textclf.text import NORMALISATION_VERSION
 from textclf.validate.validate import REPORT_FILE as SPLIT_REPORT_FILE
@@ -68,7 +70,7 @@ class ClassicalResult:
     model: Any
 
 
-def build_pipeline(config: ClassicalConfig) -> Any:
+def build_pipeline(config: ClassicalConfig, profile: TextProfile = TextProfile.NEWS) -> Any:
     """The unfitted scikit-learn pipeline of ``config``: word (and optionally character) TF-IDF, then a linear SVM
     with sigmoid-calibrated probabilities (``CalibratedClassifierCV``: ``calibration_folds`` folds of the training
     rows fit the calibration, then one SVM is refitted on all of them) or a multinomial logistic regression (L-BFGS).
@@ -82,7 +84,7 @@ def build_pipeline(config: ClassicalConfig) -> Any:
     from sklearn.pipeline import FeatureUnion, Pipeline
     from sklearn.svm import LinearSVC
 
-    shared = {"preprocessor": preprocess, "min_df": config.min_df, "sublinear_tf": config.sublinear_tf,
+    shared = {"preprocessor": PREPROCESSORS[profile], "min_df": config.min_df, "sublinear_tf": config.sublinear_tf,
               "dtype": np.float32}
     vectorisers = [("word", TfidfVectorizer(ngram_range=(1, config.word_ngram_max), **shared))]
     if config.char_ngrams:
@@ -177,7 +179,8 @@ def train_classical(
     if missing:
         raise DataValidationError(f"{split_dir / SPLIT_FILES['train']}: no training rows for classes {missing}")
 
-    model = build_pipeline(config)
+    profile = text_profile_of(split_report)
+    model = build_pipeline(config, profile)
     started = time.perf_counter()
     model.fit(train["text"].tolist(), train_ids)
     fit_seconds = time.perf_counter() - started
@@ -216,6 +219,7 @@ def train_classical(
                 "model": f"tfidf-{config.model}",
                 "params": {**asdict(config), "effective_c": config.effective_c},
                 "normalisation_version": NORMALISATION_VERSION,
+                TEXT_PROFILE_KEY: profile.value,
                 "data": {
                     "dataset_uri": split_report["dataset_uri"],
                     "dataset_format": split_report["dataset_format"],

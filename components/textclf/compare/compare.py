@@ -326,7 +326,10 @@ def _score_member(model: ModelToScore, split_dir: Path, splits: dict[str, pd.Dat
         return {split: split_logits(fitted, split_dir, split) for split in SCORED_SPLITS}
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    max_length = int(read_json(model.path / TRANSFORMER_METADATA_FILE)["max_length"])
+    from textclf.text import text_profile_of
+
+    metadata = read_json(model.path / TRANSFORMER_METADATA_FILE)
+    max_length, profile = int(metadata["max_length"]), text_profile_of(metadata)
     tokenizer = AutoTokenizer.from_pretrained(model.path)
     network = AutoModelForSequenceClassification.from_pretrained(model.path)
     if int(network.config.num_labels) != len(labels):
@@ -335,7 +338,7 @@ def _score_member(model: ModelToScore, split_dir: Path, splits: dict[str, pd.Dat
         )
     frames = {}
     for split, frame in splits.items():
-        logits = predict_logits(network, tokenizer, frame["text"].tolist(), config.batch_size, max_length)
+        logits = predict_logits(network, tokenizer, frame["text"].tolist(), config.batch_size, max_length, profile)
         frames[split] = logits_frame(frame, logits, labels)
     del network
     return frames

@@ -139,8 +139,9 @@ def _distill(data: Any, teacher: list[list[float]] | None, teacher_sha: str | No
     except OSError as exc:
         raise ConfigError(f"cannot load the tokenizer of {source_model!r}: {exc}") from exc
     extra = {TEACHER_LOGITS: teacher} if teacher is not None else None
-    train_data = encode_split(data.train, tokenizer, data.labels, train.max_length, extra)
-    validation_data = encode_split(data.validation, tokenizer, data.labels, train.max_length)
+    train_data = encode_split(data.train, tokenizer, data.labels, train.max_length, extra, data.text_profile)
+    validation_data = encode_split(data.validation, tokenizer, data.labels, train.max_length,
+                                   profile=data.text_profile)
     parameters = {**dataclasses.asdict(distill), "kept_teacher_layers": kept, "teacher_logits_sha256": teacher_sha,
                   "source_model": source_model}
     key = run_key(dataclasses.replace(train, base_model=source_model), data.fingerprints, {"distill": parameters})

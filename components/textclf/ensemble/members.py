@@ -69,12 +69,15 @@ def write_transformer_logits(
         if not path.is_file():
             raise DataValidationError(f"{path} not found; is {split_dir} the validate stage's output?")
         frames[split] = pd.read_parquet(path, columns=["row", "text", "label"])
-    max_length = int(read_json(model_dir / METADATA_FILE)["max_length"])
+    from textclf.text import text_profile_of
+
+    metadata = read_json(model_dir / METADATA_FILE)
+    max_length, profile = int(metadata["max_length"]), text_profile_of(metadata)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForSequenceClassification.from_pretrained(model_dir)
     with atomic_directory(output_dir) as staging:
         for split, frame in frames.items():
-            logits = predict_logits(model, tokenizer, frame["text"].tolist(), batch_size, max_length)
+            logits = predict_logits(model, tokenizer, frame["text"].tolist(), batch_size, max_length, profile)
             logits_frame(frame, logits, labels).to_parquet(staging / LOGITS_FILES[split], index=False)
             log.info("%s logits of %s: %d rows", split, model_dir, len(frame))
     return {split: len(frame) for split, frame in frames.items()}

@@ -26,7 +26,7 @@ from textclf.config import EvaluateConfig
 from textclf.errors import DataValidationError
 from textclf.provenance import read_json, read_json_object, write_json
 from textclf.serving.contract import LABELS_FILE, temperature_problem
-from textclf.text import normalise_text
+from textclf.text import TextProfile, normalise_text, text_profile_of
 from textclf.train.train import METADATA_FILE as MODEL_METADATA_FILE
 from textclf.validate.validate import REPORT_FILE as SPLIT_REPORT_FILE
 from textclf.validate.validate import SPLIT_FILES
@@ -57,8 +57,10 @@ class EvaluationResult:
     metrics: dict[str, Any]
 
 
-def predict_logits(model: Any, tokenizer: Any, texts: list[str], batch_size: int, max_length: int) -> np.ndarray:
-    """Logits for ``texts`` from a PyTorch classifier, batching texts of similar length together."""
+def predict_logits(model: Any, tokenizer: Any, texts: list[str], batch_size: int, max_length: int,
+                   profile: TextProfile = TextProfile.NEWS) -> np.ndarray:
+    """Logits for ``texts`` from a PyTorch classifier, batching texts of similar length together; texts are
+    normalised under ``profile`` (the model's: its metadata's ``text_profile``)."""
     import torch
 
     order = np.argsort([len(t) for t in texts], kind="stable")
@@ -68,7 +70,7 @@ def predict_logits(model: Any, tokenizer: Any, texts: list[str], batch_size: int
         for start in range(0, len(texts), batch_size):
             index = order[start : start + batch_size]
             batch = tokenizer(
-                [normalise_text(texts[i]) for i in index], truncation=True, max_length=max_length,
+                [normalise_text(texts[i], profile) for i in index], truncation=True, max_length=max_length,
                 padding=True, return_tensors="pt",
             )
             logits[index] = model(**batch).logits.float().numpy()
@@ -225,7 +227,8 @@ def evaluate_model(
 
     def score(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         """Label ids and raw logits of ``frame``'s rows."""
-        logits = predict_logits(model, tokenizer, frame["text"].tolist(), config.batch_size, max_length)
+        logits = predict_logits(model, tokenizer, frame["text"].tolist(), config.batch_size, max_length,
+                                text_profile_of(model_meta))
         return frame["label"].map(label_to_id).to_numpy(), logits
 
     test = pd.read_parquet(split_dir / SPLIT_FILES["test"])

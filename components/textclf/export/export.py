@@ -35,7 +35,7 @@ from textclf.provenance import atomic_directory, package_versions, read_json, sh
 from textclf.serving.contract import (
     FP32_ONNX_FILE, INT8_ONNX_FILE, LABELS_FILE, METADATA_FILE, ONNX_SPEC, TEMPERATURE_KEY, TOKENIZER_FILES, OnnxSpec,
 )
-from textclf.text import normalise_text
+from textclf.text import TEXT_PROFILE_KEY, TextProfile, normalise_text, text_profile_of
 from textclf.train.train import METADATA_FILE as MODEL_METADATA_FILE
 
 log = logging.getLogger(__name__)
@@ -215,14 +215,16 @@ def first_passing(
     return None, attempts
 
 
-def onnx_logits(path: Path, tokenizer: Any, texts: list[str], max_length: int, spec: OnnxSpec) -> np.ndarray:
-    """Logits from an ONNX model, one text at a time (as serving sees single requests)."""
+def onnx_logits(path: Path, tokenizer: Any, texts: list[str], max_length: int, spec: OnnxSpec,
+                profile: TextProfile = TextProfile.NEWS) -> np.ndarray:
+    """Logits from an ONNX model, one text at a time (as serving sees single requests), normalised under
+    ``profile``."""
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     rows = []
     for text in texts:
-        encoded = tokenizer([normalise_text(text)], truncation=True, max_length=max_length, return_tensors="np")
+        encoded = tokenizer([normalise_text(text, profile)], truncation=True, max_length=max_length, return_tensors="np")
         feeds = {name: encoded[name].astype(spec.input_dtype) for name in spec.inputs}
         rows.append(session.run(list(spec.outputs), feeds)[0][0])
     return np.stack(rows)
@@ -283,6 +285,7 @@ def export_model(
     model_dir = Path(model_dir)
     model_meta = read_json(model_dir / MODEL_METADATA_FILE)
     max_length = int(model_meta["max_length"])
+    profile = text_profile_of(model_meta)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     # Eager attention: the pattern ONNX Runtime's optimiser fuses (see export_onnx); same weights, same logits.
     model = AutoModelForSequenceClassification.from_pretrained(model_dir, attn_implementation="eager").eval()
@@ -293,15 +296,16 @@ def export_model(
     with atomic_directory(output_dir) as staging:
         started = time.perf_counter()
         export_onnx(model, tokenizer, staging / FP32_ONNX_FILE, spec, config.opset)
-        reference = np.concatenate([predict_logits(model, tokenizer, [t], 1, max_length) for t in texts])
-        fp32 = logit_agreement(onnx_logits(staging / FP32_ONNX_FILE, tokenizer, texts, max_length, spec), reference)
+        reference = np.concatenate([predict_logits(model, tokenizer, [t], 1, max_length, profile) for t in texts])
+        fp32 = logit_agreement(onnx_logits(staging / FP32_ONNX_FILE, tokenizer, texts, max_length, spec, profile),
+                               reference)
         fused = staging / ".model.fused.onnx"  # intermediate: removed below, and with staging on failure
         # The INT8 model on disk is always the last one built, so its numbers are the last measured.
         int8: dict[str, float] = {}
 
         def int8_agreement(recipe: Int8Recipe) -> float:
             quantize_int8(fused, staging / INT8_ONNX_FILE, recipe)
-            logits = onnx_logits(staging / INT8_ONNX_FILE, tokenizer, texts, max_length, spec)
+            logits = onnx_logits(staging / INT8_ONNX_FILE, tokenizer, texts, max_length, spec, profile)
             int8.update(logit_agreement(logits, reference))
             return int8["argmax_agreement"]
 
@@ -352,6 +356,7 @@ def export_model(
                 "labels": model_meta["labels"],
                 "max_length": max_length,
                 "normalisation_version": model_meta["normalisation_version"],
+                TEXT_PROFILE_KEY: profile.value,
                 "source_model": {
                     key: model_meta[key] for key in ("base_model", "params", "data", "training", "git_commit")
                 },

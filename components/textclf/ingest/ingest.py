@@ -26,6 +26,7 @@ from textclf.errors import DataValidationError, StoragePathError
 from textclf.provenance import sha256_file, write_json
 from textclf.serving.contract import LABELS_FILE
 from textclf.storage import Store, is_remote
+from textclf.text import TEXT_PROFILE_KEY, TextProfile
 
 log = logging.getLogger(__name__)
 
@@ -57,11 +58,13 @@ class FormatSpec:
         text_columns: Columns joined by a space to form the text.
         label_column: The label column.
         label_names: Raw label value -> class name, in label-id order; ``None`` uses the sorted training labels.
+        text_profile: How training and serving normalise its texts (:class:`textclf.text.TextProfile`).
     """
 
     text_columns: tuple[str, ...]
     label_column: str
     label_names: dict[str, str] | None = None
+    text_profile: TextProfile = TextProfile.NEWS
 
     @property
     def columns(self) -> list[str]:
@@ -72,7 +75,7 @@ AG_NEWS_LABELS = {"1": "World", "2": "Sports", "3": "Business", "4": "Sci/Tech"}
 
 FORMAT_SPECS: dict[DatasetFormat, FormatSpec] = {
     DatasetFormat.AG_NEWS: FormatSpec(("title", "description"), "label", AG_NEWS_LABELS),
-    DatasetFormat.ARXIV_CS: FormatSpec(("title", "abstract"), "label", None),
+    DatasetFormat.ARXIV_CS: FormatSpec(("title", "abstract"), "label", None, TextProfile.ABSTRACT),
 }
 
 #: Header (in order) that identifies each named format in ``auto`` mode.
@@ -344,6 +347,7 @@ def _ingest_directory(config: IngestConfig, directory: Path, new_rows_dir: Path 
             "new_rows_uri": config.new_rows_uri,
             "dataset_format": dataset_format.value,
             "text_columns": list(spec.text_columns),
+            TEXT_PROFILE_KEY: spec.text_profile.value,
             "label_column": spec.label_column,
             "labels": labels,
             "rows": rows,

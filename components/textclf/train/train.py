@@ -24,7 +24,7 @@ from textclf.errors import ConfigError, DataValidationError, HardwareUnavailable
 from textclf.provenance import atomic_directory, git_commit, package_versions, read_json, write_json
 from textclf.serving.contract import LABELS_FILE, ONNX_SPEC
 from textclf.storage import Store, is_remote, local_path, localize
-from textclf.text import NORMALISATION_VERSION, normalise_text
+from textclf.text import NORMALISATION_VERSION, TEXT_PROFILE_KEY, TextProfile, normalise_text, text_profile_of
 from textclf.train.checkpoints import CheckpointMirror
 from textclf.validate.validate import REPORT_FILE as SPLIT_REPORT_FILE
 from textclf.validate.validate import SPLIT_FILES
@@ -112,12 +112,14 @@ class EncodedTexts:
 
 
 def encode_split(frame: pd.DataFrame, tokenizer: Any, labels: list[str], max_length: int,
-                 extra: dict[str, list[Any]] | None = None) -> EncodedTexts:
+                 extra: dict[str, list[Any]] | None = None,
+                 profile: TextProfile = TextProfile.NEWS) -> EncodedTexts:
+    """Tokenised texts (normalised under ``profile``, the data's: :attr:`SplitData.text_profile`) and label ids."""
     label_to_id = {label: i for i, label in enumerate(labels)}
     unknown = sorted(set(frame["label"]) - set(label_to_id))
     if unknown:
         raise DataValidationError(f"labels {unknown} are not in the label map {labels}")
-    texts = [normalise_text(text) for text in frame["text"]]
+    texts = [normalise_text(text, profile) for text in frame["text"]]
     encodings = tokenizer(texts, truncation=True, max_length=max_length)
     # Exactly the exported graph's inputs (no token_type_ids): the model trains on the tensors serving feeds it.
     return EncodedTexts(
@@ -307,6 +309,11 @@ class SplitData:
     def fingerprints(self) -> dict[str, str]:
         return self.report["fingerprints"]
 
+    @property
+    def text_profile(self) -> TextProfile:
+        """How the data's texts are normalised (the split report's; ``news`` for splits made before profiles)."""
+        return text_profile_of(self.report)
+
 
 def read_splits(split_dir: Path) -> SplitData:
     """Labels, split report and the train and validation frames of the validate stage's output."""
@@ -340,8 +347,9 @@ def _train(
         torch.set_num_threads(config.num_threads)
     set_seed(config.seed)
     tokenizer, model = load_base_model(load_config, data.labels)
-    train_data = encode_split(data.train, tokenizer, data.labels, config.max_length)
-    validation_data = encode_split(data.validation, tokenizer, data.labels, config.max_length)
+    train_data = encode_split(data.train, tokenizer, data.labels, config.max_length, profile=data.text_profile)
+    validation_data = encode_split(data.validation, tokenizer, data.labels, config.max_length,
+                                   profile=data.text_profile)
 
     def finalise(trained: Any) -> Any:
         return trained if config.train_method is TrainMethod.FULL else merge_adapters(trained, load_config,
@@ -541,6 +549,7 @@ def fit_and_save(
                 "params": config.to_dict(),
                 "max_length": config.max_length,
                 "normalisation_version": NORMALISATION_VERSION,
+                TEXT_PROFILE_KEY: data.text_profile.value,
                 "data": {
                     "dataset_uri": split_report["dataset_uri"],
                     "dataset_format": split_report["dataset_format"],

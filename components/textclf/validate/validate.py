@@ -23,7 +23,7 @@ from textclf.ingest.ingest import REPORT_FILE as INGEST_REPORT_FILE
 from textclf.ingest.ingest import SPLIT_FILES as INGEST_SPLIT_FILES
 from textclf.provenance import read_json, sha256_rows, write_json
 from textclf.serving.contract import LABELS_FILE
-from textclf.text import dedup_key, normalise_text
+from textclf.text import TEXT_PROFILE_KEY, dedup_key, normalise_text, text_profile_of
 
 log = logging.getLogger(__name__)
 
@@ -223,6 +223,7 @@ def validate_and_split(ingest_dir: str | Path, config: SplitConfig, output_dir: 
     report = {
         "dataset_uri": ingest_report["dataset_uri"],
         "dataset_format": ingest_report["dataset_format"],
+        TEXT_PROFILE_KEY: text_profile_of(ingest_report).value,
         "labels": labels,
         "config": {k: getattr(config, k) for k in config.__dataclass_fields__},
         "rows_in": rows_in,

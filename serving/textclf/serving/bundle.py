@@ -23,7 +23,7 @@ from textclf.serving.contract import (
     TOKENIZER_FILE,
     temperature_problem,
 )
-from textclf.text import NORMALISATION_VERSION
+from textclf.text import NORMALISATION_VERSION, TextProfile, text_profile_of
 
 
 class BundleError(ValueError):
@@ -79,6 +79,8 @@ class ExportBundle:
         file_sha256: ONNX file name -> sha256, as recorded by the export stage.
         temperature: Calibration temperature ``T`` from the metadata's ``temperature`` (fitted on the validation
             split): the served probabilities are ``softmax(logits / T)``; 1.0 when the bundle has none.
+        text_profile: The text normalisation profile the model was trained with (metadata ``text_profile``;
+            ``news`` when absent), applied to every request.
     """
 
     root: Path
@@ -87,6 +89,7 @@ class ExportBundle:
     git_commit: str
     file_sha256: dict[str, str]
     temperature: float = 1.0
+    text_profile: TextProfile = TextProfile.NEWS
 
     def onnx_path(self, precision: Precision) -> Path:
         """Path of the ONNX model for ``precision``.
@@ -162,6 +165,18 @@ def check_normalisation(metadata: dict[str, Any], root: Path, remedy: str) -> No
         )
 
 
+def checked_text_profile(metadata: dict[str, Any], root: Path) -> TextProfile:
+    """A bundle's text profile (``news`` when it names none).
+
+    Raises:
+        BundleError: An unknown profile, naming the known ones.
+    """
+    try:
+        return text_profile_of(metadata)
+    except ValueError as exc:
+        raise BundleError(f"{root}: {exc}; re-export the model with this textclf release") from None
+
+
 def metadata_temperature(metadata: dict[str, Any], path: Path) -> float:
     """A bundle metadata's calibration temperature (:data:`TEMPERATURE_KEY`); 1.0 when it has none.
 
@@ -209,6 +224,7 @@ def load_bundle(root: str | Path) -> ExportBundle:
         git_commit=str(metadata.get("source_model", {}).get("git_commit") or "unknown"),
         file_sha256=dict(metadata.get("files", {})),
         temperature=metadata_temperature(metadata, root / METADATA_FILE),
+        text_profile=checked_text_profile(metadata, root),
     )
 
 

@@ -17,7 +17,7 @@ from textclf.serving.bundle import BundleError, check_normalisation, checked_lab
 from textclf.serving.codec import softmax
 from textclf.serving.contract import CLASSICAL_METADATA_FILE, CLASSICAL_MODEL_FILE, LABELS_FILE
 from textclf.provenance import sha256_file
-from textclf.text import normalise_text
+from textclf.text import TextProfile, normalise_text
 
 #: Types in :data:`CLASSICAL_MODEL_FILE` that skops does not trust by itself (it trusts scikit-learn's public
 #: estimators, numpy and scipy): the text preprocessor and the SVM calibration's private classes. The loader trusts
@@ -26,6 +26,7 @@ TRUSTED_TYPES = (
     "sklearn.calibration._CalibratedClassifier",
     "sklearn.calibration._SigmoidCalibration",
     "textclf.serving.classical.preprocess",
+    "textclf.serving.classical.preprocess_abstract",
 )
 #: Where :func:`preprocess` lived before it moved here; files saved then name it so (loadable where the components
 #: distribution is installed, which re-exports it under that name).
@@ -39,6 +40,16 @@ def preprocess(text: str) -> str:
     serving apply to every model), then lower case. The vectorisers' ``preprocessor`` (replacing scikit-learn's
     default, which only lower-cases)."""
     return normalise_text(text).lower()
+
+
+def preprocess_abstract(text: str) -> str:
+    """:func:`preprocess` under the ``abstract`` text profile (a model trained on scientific abstracts saves this
+    function as its vectorisers' ``preprocessor``, so the served model cleans requests as training did)."""
+    return normalise_text(text, TextProfile.ABSTRACT).lower()
+
+
+#: The classical vectorisers' ``preprocessor`` per text profile (what a model trained on that profile saves).
+PREPROCESSORS = {TextProfile.NEWS: preprocess, TextProfile.ABSTRACT: preprocess_abstract}
 
 
 def _features(model: Any, texts: list[str]) -> Any:

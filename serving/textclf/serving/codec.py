@@ -14,7 +14,7 @@ from kserve.protocol.infer_type import InferOutput, InferResponse
 from tokenizers import Tokenizer
 
 from textclf.serving.contract import ATTENTION_MASK, INPUT_IDS
-from textclf.text import normalise_text
+from textclf.text import TextProfile, normalise_text
 
 #: Padding id; padded positions are masked out (attention_mask 0), so they never affect the logits.
 PAD_ID = 0
@@ -48,18 +48,19 @@ class EncodedBatch:
         return {INPUT_IDS: self.input_ids, ATTENTION_MASK: self.attention_mask}
 
 
-def tokenise(tokenizer: Tokenizer, texts: list[str]) -> list[list[int]]:
+def tokenise(tokenizer: Tokenizer, texts: list[str], profile: TextProfile = TextProfile.NEWS) -> list[list[int]]:
     """Normalise (as training does) and tokenise texts, truncated by the tokenizer's configured max length.
 
     Args:
         tokenizer: A ``tokenizers.Tokenizer`` with truncation enabled and padding disabled
             (:meth:`textclf.serving.bundle.ExportBundle.load_tokenizer`).
         texts: Raw request texts.
+        profile: The model's text profile (its bundle's ``text_profile``).
 
     Returns:
         Token ids per text, special tokens included.
     """
-    return [encoding.ids for encoding in tokenizer.encode_batch([normalise_text(text) for text in texts])]
+    return [encoding.ids for encoding in tokenizer.encode_batch([normalise_text(text, profile) for text in texts])]
 
 
 def pad(token_ids: list[list[int]]) -> EncodedBatch:

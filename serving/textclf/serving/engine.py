@@ -11,7 +11,7 @@ from tokenizers import Encoding, Tokenizer
 
 from textclf.serving.codec import length_groups, pad, softmax, tokenise
 from textclf.serving.contract import LOGITS
-from textclf.text import normalise_text
+from textclf.text import TextProfile, normalise_text
 
 if TYPE_CHECKING:
     from textclf.serving.bundle import ExportBundle
@@ -50,11 +50,14 @@ class OnnxTextClassifier:
         tokenizer: The bundle's tokenizer (truncating, not padding).
         max_group_size: Most texts per model run.
         temperature: Calibration temperature ``T`` (> 0): probabilities are ``softmax(logits / T)``.
+        text_profile: The text normalisation profile the model was trained with.
     """
 
     def __init__(
-        self, session: ort.InferenceSession, tokenizer: Tokenizer, max_group_size: int, temperature: float = 1.0
+        self, session: ort.InferenceSession, tokenizer: Tokenizer, max_group_size: int, temperature: float = 1.0,
+        text_profile: TextProfile = TextProfile.NEWS,
     ):
+        self.text_profile = TextProfile(text_profile)
         self._session = session
         self._tokenizer = tokenizer
         self._max_group_size = max_group_size
@@ -79,7 +82,7 @@ class OnnxTextClassifier:
             The classifier.
         """
         session = create_session(bundle.onnx_path(precision), intra_op_threads)
-        classifier = cls(session, bundle.load_tokenizer(), max_group_size, bundle.temperature)
+        classifier = cls(session, bundle.load_tokenizer(), max_group_size, bundle.temperature, bundle.text_profile)
         classifier.warm_up(warmup_rounds)
         return classifier
 
@@ -94,7 +97,7 @@ class OnnxTextClassifier:
         Returns:
             float32 ``[len(texts), n_labels]``, rows in input order.
         """
-        return self.probabilities_of_ids(tokenise(self._tokenizer, texts))
+        return self.probabilities_of_ids(tokenise(self._tokenizer, texts, self.text_profile))
 
     def probabilities_of_ids(self, token_ids: list[list[int]]) -> np.ndarray:
         """Calibrated class probabilities of already tokenised inputs (special tokens included), run as
@@ -127,7 +130,7 @@ class OnnxTextClassifier:
         Returns:
             One ``tokenizers.Encoding`` per text.
         """
-        return self._tokenizer.encode_batch([normalise_text(text) for text in texts])
+        return self._tokenizer.encode_batch([normalise_text(text, self.text_profile) for text in texts])
 
     def warm_up(self, rounds: int) -> None:
         """Run :data:`WARMUP_TEXTS` through the model, one at a time and together.

@@ -130,9 +130,9 @@ class TritonTextTransformer(PredictionAccounting, ValidatedInPreprocess, kserve.
         Raises:
             kserve.errors.InvalidInput: The request is malformed or breaks a limit.
         """
-        assert self._tokenizer is not None, "preprocess called before load"
+        assert self._tokenizer is not None and self.bundle is not None, "preprocess called before load"
         request = self.parse(payload, headers)
-        batch = pad(tokenise(self._tokenizer, request.texts))
+        batch = pad(tokenise(self._tokenizer, request.texts, self.bundle.text_profile))
         infer_request = InferRequest(
             model_name=self.name, request_id=request.request_id,
             infer_inputs=[int64_input(name, array) for name, array in batch.feeds().items()],
