@@ -26,6 +26,7 @@ help:
 	@echo "make bench-train    training benchmark (JSON in runs/bench/bench_train.json)"
 	@echo "make bench-serve    serving benchmark on the newest local model (JSON in runs/bench/bench_serve.json)"
 	@echo "make bench-drift    drift detection / false-alarm rates and seconds per check (runs/bench/bench_drift.json)"
+	@echo "make bench-arxiv     arXiv CS production run: MiniLM with class weights vs TF-IDF, per-class F1 (runs/bench/bench_arxiv.json; hours)"
 	@echo "make bench-strategies one ablation row per training strategy, paired vs plain (runs/bench/bench_strategies.json; ~1 h)"
 	@echo "make bench-quality  teacher, TF-IDF, ensembles, distilled students side by side (runs/bench/bench_quality.json, .md; hours)"
 	@echo "make loop           the closed loop, scripted: train v1, serve, replay traffic, drift, retrain, gate (runs/loop)"
@@ -91,6 +92,10 @@ check-alerts: install
 # Optuna search (12 trials, 6,000 rows) vs the defaults, on validation and the full test set (hours on 2 cores;
 # resumes: the study is in SQLite under runs/bench/tune). BENCH_TUNE_ARGS e.g. "--trials 3 --max-train-rows 300".
 BENCH_TUNE_ARGS ?=
+.PHONY: bench-arxiv
+bench-arxiv: install
+	$(PY) -m textclf.benchmarks.arxiv_bench $(BENCH_ARXIV_ARGS)
+
 .PHONY: bench-strategies
 bench-strategies: install
 	$(PY) -m textclf.benchmarks.strategy_bench $(BENCH_STRATEGIES_ARGS)

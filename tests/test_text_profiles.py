@@ -51,10 +51,22 @@ def test_the_classical_model_saves_the_abstract_preprocessor_and_serves_with_it(
     assert result.model.named_steps["features"].transformer_list[0][1].preprocessor.__name__ == "preprocess_abstract"
 
 
-@requires_arxiv
-def test_the_transformer_trains_evaluates_and_exports_under_the_abstract_profile(arxiv_splits, tmp_path):
+@pytest.fixture(scope="module")
+def tiny_bert_dir(tmp_path_factory) -> Path:
+    """A 2-layer BERT (random weights) with the packaged tokenizer, 512 positions."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertConfig
 
+    base = tmp_path_factory.mktemp("tiny_bert") / "base"
+    config = BertConfig(vocab_size=30522, pad_token_id=0, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=512, num_labels=4)
+    AutoModelForSequenceClassification.from_config(config).save_pretrained(base)
+    AutoTokenizer.from_pretrained(default_base_model()).save_pretrained(base)
+    return base
+
+
+@requires_arxiv
+def test_the_transformer_trains_evaluates_and_exports_under_the_abstract_profile(arxiv_splits, tmp_path,
+                                                                                tiny_bert_dir):
     from textclf.export import export_model
     from textclf.provenance import read_json
     from textclf.serving.bundle import load_bundle
@@ -62,12 +74,7 @@ def test_the_transformer_trains_evaluates_and_exports_under_the_abstract_profile
     from textclf.serving.engine import OnnxTextClassifier
     from textclf.train import train_model
 
-    base = tmp_path / "base"
-    config = BertConfig(vocab_size=30522, pad_token_id=0, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=128, num_labels=4)
-    AutoModelForSequenceClassification.from_config(config).save_pretrained(base)
-    AutoTokenizer.from_pretrained(default_base_model()).save_pretrained(base)
-    train_model(arxiv_splits, TrainConfig(base_model=str(base), epochs=1, batch_size=16, max_length=64,
+    train_model(arxiv_splits, TrainConfig(base_model=str(tiny_bert_dir), epochs=1, batch_size=16, max_length=64,
                                           checkpoint_steps=100, early_stopping_patience=0),
                 tmp_path / "model", progress=False)
     assert read_json(tmp_path / "model" / "textclf_metadata.json")["text_profile"] == "abstract"
@@ -82,3 +89,41 @@ def test_the_transformer_trains_evaluates_and_exports_under_the_abstract_profile
     np.testing.assert_allclose(served.probabilities([LATEX]),
                                served.probabilities([normalise_text(LATEX, "abstract")]), atol=1e-6)
     assert [e.tokens for e in served.encodings([LATEX])][0][:5] == ["[CLS]", "we", "cut", "the", "cost"]
+
+
+def test_max_length_covers_the_stated_share_of_token_lengths():
+    from textclf.benchmarks.arxiv_bench import choose_max_length
+
+    lengths = list(range(1, 201))  # the 95% quantile is 190.05
+    assert choose_max_length(lengths, 0.95) == 192
+    assert choose_max_length([5, 6], 1.0) == 32  # at least one multiple
+    assert choose_max_length([900, 1000], 0.5) == 512  # the model's limit
+    with pytest.raises(ValueError, match="coverage in"):
+        choose_max_length(lengths, 0.0)
+
+
+@requires_arxiv
+def test_bench_arxiv_runs_every_step_on_a_slice_and_resumes(tmp_path, tiny_bert_dir):
+    from textclf.benchmarks.arxiv_bench import ArxivSettings, run_arxiv_benchmark
+
+    data = tmp_path / "data"
+    frame = pd.read_csv(ARXIV_CS / "test.csv.gz", dtype=str, keep_default_na=False, nrows=3000)
+    frame = frame[frame["label"].isin(["cs.CV", "cs.CL", "cs.AI", "cs.RO"])]
+    chosen = pd.concat([group.head(60) for _, group in frame.groupby("label")]).sample(frac=1.0, random_state=1)
+    write_csv_gz(chosen.iloc[:200], data / "train.csv.gz")
+    write_csv_gz(chosen.iloc[200:], data / "test.csv.gz")
+    settings = ArxivSettings(dataset_uri=str(data), max_train_rows=0, epochs=1, base_model=str(tiny_bert_dir))
+    result = run_arxiv_benchmark(settings, tmp_path / "bench.json", tmp_path / "work")
+    steps = result["steps"]
+    assert steps["data"]["text_profile"] == "abstract"
+    assert steps["lengths"]["max_length"] % 32 == 0 and steps["lengths"]["quantiles"]["p95"] <= 512
+    assert steps["transformer"]["config"]["class_weights"] == "balanced"
+    assert steps["transformer"]["strategy"]["class_weights"]  # the weights computed from the train split
+    metrics = steps["compare"]["metrics"]
+    assert set(metrics) == {"transformer", "tfidf_svm"}
+    assert set(metrics["transformer"]["per_class"]) == {"cs.AI", "cs.CL", "cs.CV", "cs.RO"}
+    verdict = result["verdict"]
+    assert verdict["model_dir_mb"] < 500 and verdict["meets"]["model_under_500mb"]
+    assert verdict["meets"]["macro_f1_above_tfidf"] == (verdict["transformer_macro_f1"] > verdict["tfidf_macro_f1"])
+    again = run_arxiv_benchmark(settings, tmp_path / "bench.json", tmp_path / "work")
+    assert again["steps"]["transformer"]["step_wall_seconds"] == steps["transformer"]["step_wall_seconds"]

@@ -220,14 +220,18 @@ def cmd_bench_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def default_quality_dataset_uri() -> str:
-    """``../shared/datasets/ag_news_64k`` beside the repository or the working directory (the quality targets'
-    data), else the default dataset."""
+def shared_dataset_uri(name: str) -> str:
+    """``../shared/datasets/<name>`` beside the working directory or the repository; empty when neither has it."""
     for base in (Path.cwd(), REPO_ROOT):
-        candidate = base.parent / "shared" / "datasets" / "ag_news_64k"
+        candidate = base.parent / "shared" / "datasets" / name
         if candidate.is_dir():
             return str(candidate.resolve())
-    return default_dataset_uri()
+    return ""
+
+
+def default_quality_dataset_uri() -> str:
+    """``../shared/datasets/ag_news_64k`` (the quality targets' data), else the default dataset."""
+    return shared_dataset_uri("ag_news_64k") or default_dataset_uri()
 
 
 def cmd_bench_quality(args: argparse.Namespace) -> int:
