@@ -68,11 +68,10 @@ def token_lengths(split_dir: Path, tokenizer_dir: str) -> list[int]:
     """Token counts (special tokens included, no truncation) of the train split's texts, normalised under the
     split's text profile as training normalises them."""
     import pandas as pd
-    from transformers import AutoTokenizer
-
     from textclf.provenance import read_json
     from textclf.text import normalise_text, text_profile_of
     from textclf.validate.validate import REPORT_FILE, SPLIT_FILES
+    from transformers import AutoTokenizer
 
     profile = text_profile_of(read_json(split_dir / REPORT_FILE))
     texts = [normalise_text(t, profile) for t in pd.read_parquet(split_dir / SPLIT_FILES["train"])["text"]]
@@ -83,9 +82,7 @@ def token_lengths(split_dir: Path, tokenizer_dir: str) -> list[int]:
 def per_model_metrics(compare_dir: Path, labels: list[str]) -> dict[str, Any]:
     """Accuracy, macro-F1 and per-class precision/recall/F1/support of every compared model, from the test
     logits the compare stage kept."""
-    import numpy as np
     import pandas as pd
-
     from textclf.compare.compare import TEST_LOGITS_DIR
     from textclf.evaluate.evaluate import classification_metrics
 
