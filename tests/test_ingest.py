@@ -22,7 +22,8 @@ def test_ingest_real_ag_news(tmp_path):
     assert result.rows == {"train": 30031, "test": 7600}
     test = pd.read_parquet(tmp_path / "out" / "test.parquet")
     assert test["label"].value_counts().to_dict() == {label: 1900 for label in result.labels}
-    assert list(test.columns) == ["row", "text", "label"]
+    assert list(test.columns) == ["row", "text", "label", "title"]
+    assert all(text.startswith(title) for text, title in zip(test["text"], test["title"], strict=True))
     report = read_json(tmp_path / "out" / "ingest_report.json")
     assert report["source_files"]["test"]["sha256"] == AG_NEWS_TEST_SHA256  # the hash in the dataset README
 

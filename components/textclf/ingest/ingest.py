@@ -39,6 +39,8 @@ SUFFIXES = (".csv.gz", ".csv", ".parquet")
 SPLIT_FILES = {split: f"{split}.parquet" for split in (*SPLITS, NEW_ROWS)}
 #: Output: dataset URI and format, labels, rows per split, the sha256 of every source file.
 REPORT_FILE = "ingest_report.json"
+#: Column of the ingest and split outputs holding a row's first text column (a title) when the format has several.
+TITLE_COLUMN = "title"
 
 
 class DatasetFormat(str, enum.Enum):
@@ -236,14 +238,17 @@ def check_columns(path: Path, frame: pd.DataFrame, spec: FormatSpec, dataset_for
 
 
 def to_canonical(path: Path, frame: pd.DataFrame, spec: FormatSpec) -> pd.DataFrame:
-    """Join the text columns and keep the raw label, with the 1-based source row number."""
+    """Join the text columns and keep the raw label, with the 1-based source row number; with more than one text
+    column, the first (a title) is also kept as :data:`TITLE_COLUMN` (robustness suites score it alone)."""
     texts = frame[list(spec.text_columns)].apply(lambda col: col.str.strip())
     joined = texts.iloc[:, 0]
     for name in spec.text_columns[1:]:
         joined = joined.str.cat(texts[name], sep=" ").str.strip()
-    return pd.DataFrame(
-        {"row": range(1, len(frame) + 1), "text": joined.values, "label": frame[spec.label_column].str.strip().values}
-    )
+    columns = {"row": range(1, len(frame) + 1), "text": joined.values,
+               "label": frame[spec.label_column].str.strip().values}
+    if len(spec.text_columns) > 1:
+        columns[TITLE_COLUMN] = texts.iloc[:, 0].values
+    return pd.DataFrame(columns)
 
 
 def map_labels(path: Path, frame: pd.DataFrame, names: dict[str, str]) -> pd.DataFrame:

@@ -1,0 +1,302 @@
+"""Robustness evaluation: the model scored on perturbed copies of the test rows, each suite against the same rows
+unperturbed (a paired drop, so a suite that only applies to some rows is compared on those rows).
+
+Suites (every one deterministic for a seed; what each does to a row is documented on :class:`RobustnessSuite`):
+case changes, typos, the title alone, the description alone, the first N words, HTML markup and the removal of
+news-agency tags. A suite that does not apply to a row (no title column, no agency tag) leaves it out.
+
+Output (a directory, written atomically): :data:`ROBUSTNESS_FILE` (per suite: rows, accuracy on the original and
+the perturbed rows, the drop in points, prediction flips) and :data:`ROBUSTNESS_REPORT_FILE` (the same as an HTML
+table). :func:`robustness_gate` turns the numbers into a registration decision with its reasons.
+"""
+
+from __future__ import annotations
+
+import enum
+import random
+import re
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from textclf.errors import ConfigError, DataValidationError
+from textclf.ingest.ingest import TITLE_COLUMN
+from textclf.provenance import atomic_directory, read_json, write_json
+
+#: Output: per suite, rows, accuracy before and after, drop in points, flips (and the settings).
+ROBUSTNESS_FILE = "robustness.json"
+#: Output: the same table as a self-contained HTML page.
+ROBUSTNESS_REPORT_FILE = "robustness.html"
+
+
+class RobustnessSuite(str, enum.Enum):
+    """One perturbation of a test row."""
+
+    LOWERCASE = "lowercase"  # the whole text lower-cased
+    UPPERCASE = "uppercase"  # the whole text upper-cased
+    TYPOS = "typos"  # in a share of words of >= 4 letters, two adjacent inner letters swapped
+    TITLE_ONLY = "title_only"  # the title alone (rows with a title and a description)
+    DESCRIPTION_ONLY = "description_only"  # the text without its title (same rows)
+    FIRST_WORDS = "first_words"  # the first N words (rows longer than N words)
+    HTML_MARKUP = "html_markup"  # wrapped in <p>/<b> tags, '&' and quotes written as HTML entities
+    NO_AGENCY_TAGS = "no_agency_tags"  # news-agency tags removed: "(Reuters)", "AFP -", ... (rows that have one)
+
+
+#: News-agency credits of AG News texts: a parenthesised source, or a source and a dash opening the description.
+AGENCIES = (r"Reuters|AP|AFP|CP|Canadian Press|SPACE\.com|Sports Network|TheStreet\.com|Forbes\.com|"
+            r"washingtonpost\.com|NewsFactor|TechWeb|PC World|Ziff Davis|eWeek|InfoWorld|CBS\.MW|MarketWatch|"
+            r"USATODAY\.com|Newsday|NYT|LA Times|Washington Post|BusinessWeek Online|Techworld|Computerworld|"
+            r"CNET News\.com|ZDNet|MacCentral|PRNewswire|Business Wire|Kiplinger\.com|Motley Fool|"
+            r"Reuters Life!|Investor's Business Daily|Sporting News")
+_AGENCY_TAG = re.compile(rf"\s*\((?:{AGENCIES})(?:\s*-\s*[^)]{{0,40}})?\)\s*-?\s*|(?:^|(?<=\s))(?:{AGENCIES})\s+-\s+")
+_WORD = re.compile(r"\S+")
+
+
+@dataclass(frozen=True)
+class RobustnessConfig:
+    """Which suites and their knobs.
+
+    Attributes:
+        suites: Suite names (default: all).
+        first_words: N of ``first_words``.
+        typo_rate: Share of eligible words a typo hits.
+        seed: Seed of the typos (each row's own generator is seeded by it and the row number) and of the row sample.
+        batch_size: Texts per model run.
+        max_rows: Test rows scored (a class-stratified sample of that many); 0: all.
+    """
+
+    suites: tuple[str, ...] = tuple(s.value for s in RobustnessSuite)
+    first_words: int = 10
+    typo_rate: float = 0.1
+    seed: int = 0
+    batch_size: int = 64
+    max_rows: int = 1000
+
+    def __post_init__(self) -> None:
+        suites = self.suites.split(",") if isinstance(self.suites, str) else list(self.suites)
+        object.__setattr__(self, "suites", tuple(s.strip() for s in suites if s.strip()))
+        for name in self.suites:
+            try:
+                RobustnessSuite(name)
+            except ValueError:
+                raise ConfigError(f"unknown robustness suite {name!r}; known: "
+                                  f"{[s.value for s in RobustnessSuite]}") from None
+        if self.first_words < 1 or not 0 < self.typo_rate <= 1 or self.batch_size < 1 or self.max_rows < 0:
+            raise ConfigError(f"first_words must be >= 1, typo_rate in (0, 1], batch_size >= 1, max_rows >= 0; got "
+                              f"{self.first_words}, {self.typo_rate}, {self.batch_size}, {self.max_rows}")
+
+
+def remove_agency_tags(text: str) -> str:
+    return re.sub(r"\s+", " ", _AGENCY_TAG.sub(" ", text)).strip()
+
+
+def add_typos(text: str, rate: float, rng: random.Random) -> str:
+    """Swap two adjacent inner letters in about ``rate`` of the words of at least 4 letters."""
+    def swap(match: re.Match[str]) -> str:
+        word = match.group(0)
+        if len(word) < 4 or not word.isalpha() or rng.random() >= rate:
+            return word
+        i = rng.randrange(1, len(word) - 2)
+        return word[:i] + word[i + 1] + word[i] + word[i + 2:]
+    return _WORD.sub(swap, text)
+
+
+def html_markup(title: str | None, text: str) -> str:
+    body = text.replace("&", "&amp;").replace('"', "&quot;")
+    if title and text.startswith(title) and len(text) > len(title):
+        head = title.replace("&", "&amp;").replace('"', "&quot;")
+        return f"<p><b>{head}</b><br/>{body[len(head):].strip()}</p>"
+    return f"<p>{body}</p>"
+
+
+def perturb(frame: pd.DataFrame, suite: RobustnessSuite, config: RobustnessConfig) -> pd.Series:
+    """The perturbed text of every row the suite applies to (index: the frame's), in frame order."""
+    texts = frame["text"]
+    titles = frame[TITLE_COLUMN] if TITLE_COLUMN in frame.columns else pd.Series([None] * len(frame),
+                                                                                  index=frame.index)
+    if suite is RobustnessSuite.LOWERCASE:
+        return texts.str.lower()
+    if suite is RobustnessSuite.UPPERCASE:
+        return texts.str.upper()
+    if suite is RobustnessSuite.TYPOS:
+        return pd.Series([add_typos(t, config.typo_rate, random.Random(f"{config.seed}:{row}"))
+                          for t, row in zip(texts, frame["row"], strict=True)], index=frame.index)
+    if suite in (RobustnessSuite.TITLE_ONLY, RobustnessSuite.DESCRIPTION_ONLY):
+        pairs = {}
+        for index, text, title in zip(frame.index, texts, titles, strict=True):
+            if isinstance(title, str) and title and text.startswith(title) and text[len(title):].strip():
+                pairs[index] = title if suite is RobustnessSuite.TITLE_ONLY else text[len(title):].strip()
+        return pd.Series(pairs, dtype=object)
+    if suite is RobustnessSuite.FIRST_WORDS:
+        words = texts.str.split()
+        longer = words.map(len) > config.first_words
+        return words[longer].map(lambda w: " ".join(w[:config.first_words]))
+    if suite is RobustnessSuite.HTML_MARKUP:
+        return pd.Series([html_markup(title if isinstance(title, str) else None, text)
+                          for text, title in zip(texts, titles, strict=True)], index=frame.index)
+    if suite is RobustnessSuite.NO_AGENCY_TAGS:
+        removed = texts.map(remove_agency_tags)
+        changed = removed != texts.map(lambda t: re.sub(r"\s+", " ", t).strip())
+        return removed[changed & (removed.str.len() > 0)]
+    raise ConfigError(f"no perturbation for suite {suite!r}")  # pragma: no cover - every member is handled
+
+
+@dataclass(frozen=True)
+class RobustnessResult:
+    """Per suite: rows, accuracy on the original and on the perturbed rows, the drop (points) and flips."""
+
+    output_dir: Path
+    base_accuracy: float
+    suites: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def worst_drop_points(self) -> float:
+        drops = [s["drop_points"] for s in self.suites.values() if s["rows"]]
+        return max(drops) if drops else 0.0
+
+
+def score_suites(predict: Callable[[list[str]], np.ndarray], frame: pd.DataFrame, label_ids: np.ndarray,
+                 config: RobustnessConfig) -> tuple[float, dict[str, dict[str, Any]]]:
+    """Score ``predict`` (texts -> predicted class ids) on the frame and on every suite's perturbed rows."""
+    original = np.asarray(predict(frame["text"].tolist()))
+    correct = original == label_ids
+    position = {index: i for i, index in enumerate(frame.index)}
+    suites = {}
+    for name in config.suites:
+        perturbed = perturb(frame, RobustnessSuite(name), config)
+        rows = [position[i] for i in perturbed.index]
+        if not rows:
+            suites[name] = {"rows": 0, "accuracy_original": None, "accuracy_perturbed": None, "drop_points": 0.0,
+                            "flipped": 0}
+            continue
+        predicted = np.asarray(predict(perturbed.tolist()))
+        before, after = correct[rows], predicted == label_ids[rows]
+        suites[name] = {
+            "rows": len(rows),
+            "accuracy_original": float(before.mean()),
+            "accuracy_perturbed": float(after.mean()),
+            "drop_points": 100 * float(before.mean() - after.mean()),
+            "flipped": int((predicted != original[rows]).sum()),
+            "example": {"original": frame["text"].iloc[rows[0]], "perturbed": perturbed.iloc[0]},
+        }
+    return float(correct.mean()), suites
+
+
+def transformer_predictor(model_dir: Path, batch_size: int) -> Callable[[list[str]], np.ndarray]:
+    """Texts -> predicted class ids of a train-stage model directory (PyTorch; normalised under its profile)."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from textclf.evaluate.evaluate import predict_logits
+    from textclf.text import text_profile_of
+    from textclf.train.train import METADATA_FILE
+
+    metadata = read_json(model_dir / METADATA_FILE)
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    max_length, profile = int(metadata["max_length"]), text_profile_of(metadata)
+    return lambda texts: predict_logits(model, tokenizer, texts, batch_size, max_length, profile).argmax(-1)
+
+
+def evaluate_robustness(model_dir: str | Path, split_dir: str | Path, config: RobustnessConfig,
+                        output_dir: str | Path) -> RobustnessResult:
+    """Score a train-stage model on every suite of ``config`` over the test split; write the output directory.
+
+    Raises:
+        DataValidationError: The splits have no test file, or its labels are not the model's.
+    """
+    from textclf.serving.contract import LABELS_FILE
+    from textclf.validate.validate import SPLIT_FILES
+
+    model_dir, split_dir = Path(model_dir), Path(split_dir)
+    labels: list[str] = read_json(model_dir / LABELS_FILE)["labels"]
+    path = split_dir / SPLIT_FILES["test"]
+    if not path.is_file():
+        raise DataValidationError(f"{path} not found; is {split_dir} the validate stage's output?")
+    frame = pd.read_parquet(path)
+    if config.max_rows and len(frame) > config.max_rows:
+        from sklearn.model_selection import train_test_split
+
+        frame, _ = train_test_split(frame, train_size=config.max_rows, stratify=frame["label"],
+                                    random_state=config.seed)
+        frame = frame.sort_index()
+    unknown = sorted(set(frame["label"]) - set(labels))
+    if unknown:
+        raise DataValidationError(f"{path}: labels {unknown} are not the model's {labels}")
+    label_ids = frame["label"].map({label: i for i, label in enumerate(labels)}).to_numpy()
+    base, suites = score_suites(transformer_predictor(model_dir, config.batch_size), frame, label_ids, config)
+    result = RobustnessResult(Path(output_dir), base, suites)
+    with atomic_directory(output_dir) as staging:
+        write_json(staging / ROBUSTNESS_FILE, {"test_rows": len(frame), "test_rows_in_split": len(pd.read_parquet(
+            path, columns=["row"])), "base_accuracy": base, "suites": suites,
+                                               "worst_drop_points": result.worst_drop_points,
+                                               "config": asdict(config)})
+        (staging / ROBUSTNESS_REPORT_FILE).write_text(render_html(result), encoding="utf-8")
+    return result
+
+
+def _number(value: float | None, digits: int = 4) -> str:
+    return "" if value is None else f"{value:.{digits}f}"
+
+
+def render_html(result: RobustnessResult) -> str:
+    """A self-contained page: one table row per suite, with an example of its perturbation."""
+    import html
+
+    rows = []
+    for name, suite in result.suites.items():
+        example = suite.get("example") or {}
+        rows.append(
+            f"<tr><td>{html.escape(name)}</td><td>{suite['rows']}</td>"
+            f"<td>{_number(suite['accuracy_original'])}</td><td>{_number(suite['accuracy_perturbed'])}</td>"
+            f"<td>{_number(suite['drop_points'], 2)}</td><td>{suite['flipped']}</td>"
+            f"<td>{html.escape(str(example.get('perturbed', ''))[:160])}</td></tr>")
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'><title>Robustness</title><style>"
+        "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
+        "td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}</style></head><body>"
+        f"<h1>Robustness</h1><p>Test accuracy {result.base_accuracy:.4f}; worst drop "
+        f"{result.worst_drop_points:.2f} points. Each suite is scored against the same rows unperturbed.</p>"
+        "<table><tr><th>suite</th><th>rows</th><th>accuracy (original)</th><th>accuracy (perturbed)</th>"
+        "<th>drop (points)</th><th>flipped</th><th>example</th></tr>" + "".join(rows) + "</table></body></html>"
+    )
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    """Whether a model may be registered, and why not."""
+
+    passed: bool
+    reasons: tuple[str, ...]
+
+
+def robustness_gate(test_accuracy: float, worst_drop_points: float, model_bytes: int, min_accuracy: float = 0.0,
+                    max_robustness_drop: float = 0.0, max_model_mb: float = 0.0) -> GateDecision:
+    """The registration gate: each limit 0 is off; every limit a model misses is a reason.
+
+    Args:
+        test_accuracy: The model's test accuracy.
+        worst_drop_points: Its largest robustness drop, in accuracy points.
+        model_bytes: Size of what would be served.
+        min_accuracy: Lowest accepted test accuracy (0-1).
+        max_robustness_drop: Largest accepted drop in points of any suite.
+        max_model_mb: Largest accepted model size in MB (10^6 bytes).
+
+    Raises:
+        ConfigError: A negative limit, or ``min_accuracy`` above 1.
+    """
+    if min(min_accuracy, max_robustness_drop, max_model_mb) < 0 or min_accuracy > 1:
+        raise ConfigError(f"gate limits must be >= 0 (min_accuracy <= 1); got min_accuracy={min_accuracy}, "
+                          f"max_robustness_drop={max_robustness_drop}, max_model_mb={max_model_mb}")
+    reasons = []
+    if min_accuracy and test_accuracy < min_accuracy:
+        reasons.append(f"test accuracy {test_accuracy:.4f} is below min_accuracy {min_accuracy:.4f}")
+    if max_robustness_drop and worst_drop_points > max_robustness_drop:
+        reasons.append(f"the worst robustness suite drops {worst_drop_points:.2f} points, more than "
+                       f"max_robustness_drop {max_robustness_drop:.2f}")
+    if max_model_mb and model_bytes / 1e6 > max_model_mb:
+        reasons.append(f"the model is {model_bytes / 1e6:.1f} MB, more than max_model_mb {max_model_mb:.1f}")
+    return GateDecision(not reasons, tuple(reasons))
