@@ -59,11 +59,16 @@ def make_run(root: Path, run_key: str = "run-a", test_set: str = TEST_SET, accur
                  for label in LABELS}
     write_json(evaluation / "metrics.json", {
         "test": {"accuracy": accuracy, "macro_f1": accuracy - 0.01, "expected_calibration_error": 0.02,
-                 "per_class": per_class, "confusion_matrix": [[1]], "rows": 7600},
+                 "per_class": per_class,
+                 "confusion_matrix": [[1900 if i == j else 0 for j in range(4)] for i in range(4)],
+                 "rows": 7600},
         "train_accuracy": accuracy + 0.02, "validation_accuracy": accuracy, "train_validation_gap": 0.02,
         "labels": LABELS, "test_set_sha256": test_set, "model_run_key": run_key,
     })
-    (evaluation / "predictions.parquet").write_bytes(os.urandom(512))
+    import pandas as pd
+
+    pd.DataFrame({"row": [1, 2, 3], "label": LABELS[:3], "predicted": LABELS[:3], "correct": [True, True, False],
+                  **{f"p_{label}": [0.7, 0.1, 0.1] for label in LABELS}}).to_parquet(evaluation / "predictions.parquet")
     return ArtifactDirs(model=model, onnx_model=onnx_model, evaluation=evaluation)
 
 
@@ -108,6 +113,20 @@ def test_register_records_metadata_and_hashes(registry, run_a):
     assert meta["artifacts"] == local_files
     [row] = registry.list_versions()
     assert row["version"] == "v0.1.0" and row["status"] == CANDIDATE and row["accuracy"] == 0.90
+
+
+def test_every_version_gets_a_model_card(registry, run_a, capsys, tmp_path, monkeypatch):
+    version = registry.register(run_a, notes="first run")
+    card = registry.card(version)
+    assert card.startswith(f"# Model card: textclf {version}")
+    for heading in ("Model details", "Intended use", "Out-of-scope use", "Training data", "Evaluation", "Export",
+                    "Limitations", "Versions"):
+        assert f"## {heading}" in card, heading
+    assert "four topics (World, Sports, Business, Sci/Tech)" in card  # the ag_news intended use
+    assert "| World | 0.9000 | 0.9000 | 0.8900 | 1900 |" in card and "first run" in card
+    assert "test_set_sha256: `" + TEST_SET + "`" in card and "int8_argmax_agreement | 0.9960" in card
+    page = registry.card(version, html=True)
+    assert page.count("<img") == 2 and "<table>" in page and version in page and "@@" not in page
 
 
 def test_explicit_and_next_patch_versions(registry, run_a, run_b):
@@ -347,6 +366,10 @@ def test_cli_commands(tmp_path, run_a, run_b, capsys, monkeypatch):
     assert json.loads(capsys.readouterr().out)["metadata"]["notes"] == "cli"
     assert run_cli(["registry", "compare", "v0.1.0", "v0.1.1"]) == 0
     assert json.loads(capsys.readouterr().out)["metrics"]["accuracy"]["delta"] == pytest.approx(0.02)
+    assert run_cli(["registry", "card", "v0.1.0"]) == 0
+    assert capsys.readouterr().out.startswith("# Model card: textclf v0.1.0")
+    assert run_cli(["registry", "card", "v0.1.0", "--html"]) == 0
+    assert capsys.readouterr().out.startswith("<!doctype html>")
 
     assert run_cli(["registry", "promote", "v0.1.1"]) == 2
     assert "archived" in capsys.readouterr().err
@@ -373,7 +396,7 @@ def test_register_component_under_kfp_local(tmp_path, run_a, monkeypatch):
         onnx_model = dsl.importer(artifact_uri=str(run_a.onnx_model), artifact_class=Model, reimport=False)
         evaluation = dsl.importer(artifact_uri=str(run_a.evaluation), artifact_class=Artifact, reimport=False)
         return register_op(model=model.output, onnx_model=onnx_model.output, evaluation=evaluation.output,
-                           registry_uri=registry_uri, version="", notes="from kfp").output
+                           registry_uri=registry_uri, version="", notes="from kfp").outputs["Output"]
 
     init_local_runner(tmp_path / "pipeline_root")
     task = register_pipeline(registry_uri=registry_uri)

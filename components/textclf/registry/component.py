@@ -2,7 +2,7 @@
 gate's decision (promote and render the InferenceService, or archive with the reason)."""
 
 from kfp import dsl
-from kfp.dsl import Artifact, Input, Model, Output
+from kfp.dsl import Artifact, Input, Markdown, Model, Output
 
 from textclf.images import COMPONENT_IMAGE
 
@@ -13,6 +13,7 @@ def register_op(
     onnx_model: Input[Model],
     evaluation: Input[Artifact],
     registry_uri: str,
+    model_card: Output[Markdown],
     version: str = "",
     notes: str = "",
 ) -> str:
@@ -27,6 +28,8 @@ def register_op(
             S3 settings come from the ``AWS_*`` / ``S3_*`` environment variables (a Kubernetes Secret).
         version: ``vMAJOR.MINOR.PATCH``; empty registers the next patch version.
         notes: Free text stored with the version.
+        model_card: Output: the version's model card as Markdown (the Kubeflow UI shows it); the registry keeps
+            it and its HTML page beside the version (``textclf registry card VERSION``).
 
     Returns:
         The registered version. The component fails (and registers nothing) if the version string is not a
@@ -35,7 +38,11 @@ def register_op(
     from textclf.registry import ArtifactDirs, ModelRegistry
 
     dirs = ArtifactDirs(model=model.path, onnx_model=onnx_model.path, evaluation=evaluation.path)
-    return ModelRegistry(registry_uri).register(dirs, version=version, notes=notes)
+    registry = ModelRegistry(registry_uri)
+    registered = registry.register(dirs, version=version, notes=notes)
+    with open(model_card.path, "w", encoding="utf-8") as card:
+        card.write(registry.card(registered))
+    return registered
 
 
 @dsl.component(base_image=COMPONENT_IMAGE, install_kfp_package=False)

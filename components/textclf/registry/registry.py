@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 
 from textclf.errors import ArtifactIntegrityError, ConditionalWriteError, ObjectNotFoundError, RegistryError
 from textclf.provenance import atomic_directory, sha256_file
+from textclf.registry.card import CARD_HTML, CARD_MARKDOWN, build_card
 from textclf.registry.metadata import ARTIFACT_PARTS, ArtifactDirs, build_version_metadata
 from textclf.registry.versions import Version, next_version, sort_versions
 from textclf.storage import StorageUri, Store
@@ -78,6 +79,10 @@ def utc_now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
+#: Stands for the version number in a card rendered before the version is claimed.
+VERSION_TOKEN = "@@textclf-version@@"
+
+
 class ModelRegistry:
     """Register, list, show, compare, promote, roll back, archive and fetch model versions."""
 
@@ -114,6 +119,19 @@ class ModelRegistry:
         """
         self._require_registered(self.index(), version)
         return json.loads(self.store.read_bytes(self._version_path(version, METADATA)))
+
+    def card(self, version: str, html: bool = False) -> str:
+        """The model card of ``version`` (Markdown, or the HTML page), written when it was registered.
+
+        Raises:
+            RegistryError: Not registered, or registered before cards existed.
+        """
+        self._require_registered(self.index(), version)
+        name = CARD_HTML if html else CARD_MARKDOWN
+        if not self.store.exists(self._version_path(version, name)):
+            raise RegistryError(f"version {version} has no model card: it was registered before cards existed; "
+                                "register its artifacts again to get one")
+        return self.store.read_bytes(self._version_path(version, name)).decode("utf-8")
 
     def show(self, version: str) -> dict[str, Any]:
         """Index entry and metadata of ``version`` (see :meth:`metadata` for errors)."""
@@ -169,9 +187,13 @@ class ModelRegistry:
         if version:
             Version.parse(version)
         metadata = build_version_metadata(dirs, version, notes)  # validates everything before any write
+        # The card, built before anything is written too; the version number is known once claimed.
+        cards = build_card(dirs, {**metadata, "version": VERSION_TOKEN})
         claimed = self._claim_version(version, metadata)
         for name, directory in dirs.by_name().items():
             self.store.upload_tree(directory, self._version_path(claimed, name))
+        for name, text in zip((CARD_MARKDOWN, CARD_HTML), cards, strict=True):
+            self.store.write_bytes(self._version_path(claimed, name), text.replace(VERSION_TOKEN, claimed).encode())
         entry = {
             "status": CANDIDATE,
             "registered_at": utc_now(),

@@ -54,7 +54,8 @@ def paired_difference(correct: Any, baseline_correct: Any) -> dict[str, float]:
     se = float(diff.std(ddof=1) / np.sqrt(diff.size))
     return {"points": 100 * float(diff.mean()), "standard_error_points": 100 * se,
             "ci95_points": [100 * (float(diff.mean()) - 1.96 * se), 100 * (float(diff.mean()) + 1.96 * se)],
-            "texts": int(diff.size), "only_this_right": int((diff > 0).sum()), "only_plain_right": int((diff < 0).sum())}
+            "texts": int(diff.size), "only_this_right": int((diff > 0).sum()),
+            "only_plain_right": int((diff < 0).sum())}
 
 
 def correctness_on_test(model_dir: Path, split_dir: Path, max_length: int) -> list[int]:

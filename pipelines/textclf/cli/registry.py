@@ -63,6 +63,11 @@ def cmd_archive(args: argparse.Namespace) -> int:
     return print_json(registry_from_args(args).archive(args.version, reason=args.reason))
 
 
+def cmd_card(args: argparse.Namespace) -> int:
+    print(registry_from_args(args).card(args.version, html=args.html))
+    return 0
+
+
 def cmd_register(args: argparse.Namespace) -> int:
     from textclf.registry import ArtifactDirs
 
@@ -72,7 +77,7 @@ def cmd_register(args: argparse.Namespace) -> int:
 
 
 def add_registry_commands(subparsers: Any) -> argparse.ArgumentParser:
-    """Add ``registry`` with its sub-commands (list, show, compare, promote, rollback, archive, register).
+    """Add ``registry`` with its sub-commands (list, show, card, compare, promote, rollback, archive, register).
 
     Args:
         subparsers: What ``ArgumentParser.add_subparsers()`` returned.
@@ -90,6 +95,11 @@ def add_registry_commands(subparsers: Any) -> argparse.ArgumentParser:
     show = commands.add_parser("show", help="a version's status and full metadata")
     show.add_argument("version")
     show.set_defaults(func=cmd_show)
+
+    card = commands.add_parser("card", help="a version's model card (Markdown; --html for the page)")
+    card.add_argument("version")
+    card.add_argument("--html", action="store_true", help="print the self-contained HTML page instead")
+    card.set_defaults(func=cmd_card)
 
     compare = commands.add_parser("compare", help="metrics of two versions side by side (same test set only)")
     compare.add_argument("first")

@@ -145,7 +145,8 @@ def retraining_pipeline(
 
     with dsl.If(gate.outputs["Output"] == "promote", name="gate-promotes"):
         with dsl.If(rollout_mode == "kserve", name="canary-rollout"):
-            rollout = bind(rollout_op, parameters, version=register.output, decision=gate.outputs["decision"])
+            rollout = bind(rollout_op, parameters, version=register.outputs["Output"],
+                           decision=gate.outputs["decision"])
             rollout.set_display_name("canary-rollout").set_caching_options(False)
             with dsl.If(rollout.outputs["Output"] == "promote", name="canary-promoted"):
                 drift_reference(rollout)
@@ -153,15 +154,15 @@ def retraining_pipeline(
             # The pointer moves at once, so the rendered InferenceService sends all traffic to the new model (a canary
             # manifest would make the pointer name a model that serves only part of it).
             promote = promote_op(
-                registry_uri=registry_uri, version=register.output, decision=gate.outputs["decision"],
+                registry_uri=registry_uri, version=register.outputs["Output"], decision=gate.outputs["decision"],
                 inference_service_name=inference_service_name,
             ).set_display_name("promote").set_caching_options(False)
             drift_reference(promote)
     with dsl.Else(name="gate-archives"):
         archive_op(
-            registry_uri=registry_uri, version=register.output, decision=gate.outputs["decision"],
+            registry_uri=registry_uri, version=register.outputs["Output"], decision=gate.outputs["decision"],
         ).set_display_name("archive").set_caching_options(False)
     return RetrainingOutputs(
-        **steps.outputs(), registered_version=register.output, decision=gate.outputs["decision"],
+        **steps.outputs(), registered_version=register.outputs["Output"], decision=gate.outputs["decision"],
         gate_metrics=gate.outputs["metrics"],
     )
