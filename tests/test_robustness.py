@@ -2,7 +2,6 @@
 rows unperturbed; the registration gate names every limit a model misses; a real (tiny) model is scored on real
 AG News rows with every suite."""
 
-from __future__ import annotations
 
 import random
 
