@@ -345,19 +345,23 @@ def test_strategy_bench_measures_rows_pairs_them_with_plain_and_resumes(small_ag
     from textclf.benchmarks.strategy_bench import CORRECT_FILE, run_strategy_benchmark
 
     output = tmp_path / "bench.json"
-    arguments = (output, tmp_path / "work", str(small_ag_news), 60, 40, ["grad_accumulation_4", "bf16"], 0.5)
+    arguments = (output, tmp_path / "work", str(small_ag_news), 60, 40, ["grad_accumulation_4", "bf16"], 0.5, 32, 1)
     result = run_strategy_benchmark(*arguments)
-    assert list(result["rows"]) == ["plain", "grad_accumulation_4", "bf16"]  # plain first, always
+    assert list(result["rows"]) == ["plain", "grad_accumulation_4", "bf16", "throughput"]  # plain first, always
     plain = result["rows"]["plain"]
     assert 0 <= plain["test_accuracy"] <= 1 and plain["train_samples_per_second"] > 0
     effect = result["effects_vs_plain"]["grad_accumulation_4"]
     assert effect["texts"] == 40 and effect["standard_error_points"] >= 0
     assert len(json.loads((Path(result["work_dir"]) / "plain" / CORRECT_FILE).read_text())) == 40
+    throughput = result["rows"]["throughput"]
     if cpu_flags() & set(BF16_CPU_FLAGS):
         assert result["rows"]["bf16"]["precision"] == "bf16" and "bf16" in result["effects_vs_plain"]
         assert result["bf16_target"]["met"] is False  # a pilot of 60 rows never meets the 6,000-row target
+        assert result["bf16_target"]["bf16_speedup_interleaved"] == throughput["bf16_speedup"] > 0
+        assert len(throughput["samples_per_second"]["bf16"]) == 1
     else:
         assert "avx512_bf16" in result["rows"]["bf16"]["not_run"] and result["bf16_target"] is None
+        assert throughput["bf16_not_run"] and list(throughput["median"]) == ["fp32"]
     again = run_strategy_benchmark(*arguments)
     assert again["rows"] == result["rows"]
-    assert capsys.readouterr().err.count("already measured, skipped") == 3
+    assert capsys.readouterr().err.count("already measured, skipped") == 3  # the throughput is not measured again

@@ -76,8 +76,46 @@ def correctness_on_test(model_dir: Path, split_dir: Path, max_length: int) -> li
     return (np.argmax(logits, axis=-1) == ids).astype(int).tolist()
 
 
+def measure_precision_throughput(split_dir: Path, work: Path, rows: int, rounds: int) -> dict[str, Any]:
+    """Training samples/s of fp32 and bf16 on the first ``rows`` training rows' worth of steps, alternated for
+    ``rounds`` rounds in one process (so a shared host's drift hits both alike), no validation inside; medians.
+    bf16 is left out (with the reason) on a CPU without native bf16."""
+    import shutil
+    import statistics
+
+    from textclf.config import TrainConfig
+    from textclf.errors import HardwareUnavailableError
+    from textclf.provenance import read_json
+    from textclf.train import train_model
+    from textclf.train.strategies import resolve_precision
+    from textclf.validate.validate import REPORT_FILE
+
+    train_rows = read_json(split_dir / REPORT_FILE)["rows_out"]["train"]
+    precisions = ["fp32", "bf16"]
+    try:
+        resolve_precision("bf16")
+    except HardwareUnavailableError as exc:
+        precisions, skipped = ["fp32"], str(exc)
+    else:
+        skipped = None
+    measured: dict[str, list[float]] = {p: [] for p in precisions}
+    for _ in range(rounds):
+        for precision in precisions:
+            config = TrainConfig(epochs=min(1.0, rows / train_rows), checkpoint_steps=100_000,
+                                 early_stopping_patience=0, precision=precision)
+            out = work / "throughput" / precision
+            result = train_model(split_dir, config, out, progress=False)
+            measured[precision].append(float(result.summary["train_samples_per_second"]))
+            shutil.rmtree(out, ignore_errors=True)
+    medians = {p: statistics.median(v) for p, v in measured.items()}
+    return {"rows": rows, "rounds": rounds, "samples_per_second": measured, "median": medians,
+            "bf16_speedup": medians["bf16"] / medians["fp32"] if "bf16" in medians else None,
+            "bf16_not_run": skipped}
+
+
 def run_strategy_benchmark(output: Path, work_dir: Path, dataset_uri: str, train_rows: int, test_rows: int,
-                           rows: list[str], epochs: float = 1.0) -> dict[str, Any]:
+                           rows: list[str], epochs: float = 1.0, throughput_rows: int = 0,
+                           throughput_rounds: int = 2) -> dict[str, Any]:
     from textclf.config import TrainConfig
     from textclf.errors import ConfigError, HardwareUnavailableError
     from textclf.train import train_model
@@ -124,6 +162,8 @@ def run_strategy_benchmark(output: Path, work_dir: Path, dataset_uri: str, train
             "wall_seconds": time.perf_counter() - started,
         }
         _write(output, settings, key, done, work)
+    if throughput_rows and "throughput" not in done:
+        done["throughput"] = measure_precision_throughput(split_dir, work, throughput_rows, throughput_rounds)
     return _write(output, settings, key, done, work)
 
 
@@ -139,7 +179,7 @@ def _write(output: Path, settings: dict[str, Any], key: str, done: dict[str, Any
     effects = {}
     if "test_accuracy" in plain:
         for row, result in done.items():
-            if row != BASELINE and "test_accuracy" in result:
+            if row not in (BASELINE, "throughput") and "test_accuracy" in result:
                 effects[row] = {**paired_difference(correct(row), correct(BASELINE)),
                                 "samples_per_second_ratio": (result["train_samples_per_second"]
                                                              / plain["train_samples_per_second"])}
@@ -147,8 +187,13 @@ def _write(output: Path, settings: dict[str, Any], key: str, done: dict[str, Any
     target = None
     if "bf16" in effects:
         points = effects["bf16"]["points"]
+        # The target's speed is the bf16 row's (a whole pilot epoch); the interleaved short runs give the ratio.
+        throughput = (done.get("throughput") or {}).get("median") or {}
         target = {"bf16_samples_per_second": bf16["train_samples_per_second"],
-                  "fp32_samples_per_second": plain["train_samples_per_second"],
+                  "fp32_samples_per_second_row": plain["train_samples_per_second"],
+                  "interleaved_samples_per_second": throughput or None,
+                  "bf16_speedup_interleaved": (throughput["bf16"] / throughput["fp32"]
+                                               if {"bf16", "fp32"} <= set(throughput) else None),
                   "bf16_minus_fp32_points": points,
                   "met": (settings["train_rows"] >= TARGET_TRAIN_ROWS
                           and bf16["train_samples_per_second"] >= TARGET_SAMPLES_PER_SECOND
@@ -171,6 +216,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS),
                         help="rows to measure (the plain row always runs first)")
     parser.add_argument("--epochs", type=float, default=1.0)
+    parser.add_argument("--throughput-rows", type=int, default=960,
+                        help="also time fp32 and bf16 alternately on this many rows (0: not)")
+    parser.add_argument("--throughput-rounds", type=int, default=2)
     parser.add_argument("--output", type=Path, default=Path("runs/bench/bench_strategies.json"))
     parser.add_argument("--work-dir", type=Path, default=Path("runs/bench/strategies"))
     args = parser.parse_args(argv)
@@ -178,7 +226,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         result = run_strategy_benchmark(args.output, args.work_dir, args.dataset_uri or default_dataset_uri(),
-                                        args.train_rows, args.test_rows, args.rows, args.epochs)
+                                        args.train_rows, args.test_rows, args.rows, args.epochs,
+                                        args.throughput_rows, args.throughput_rounds)
     except TextclfError as exc:
         print(f"bench-strategies: error: {exc}", file=sys.stderr)
         return 2
