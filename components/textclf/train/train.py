@@ -22,7 +22,7 @@ import pandas as pd
 from textclf.config import TrainConfig, TrainMethod
 from textclf.errors import ConfigError, DataValidationError, HardwareUnavailableError
 from textclf.provenance import atomic_directory, git_commit, package_versions, read_json, write_json
-from textclf.serving.contract import LABELS_FILE, ONNX_SPEC
+from textclf.serving.contract import INPUT_IDS, LABELS_FILE, ONNX_SPEC
 from textclf.storage import Store, is_remote, local_path, localize
 from textclf.text import NORMALISATION_VERSION, TEXT_PROFILE_KEY, TextProfile, normalise_text, text_profile_of
 from textclf.train.checkpoints import CheckpointMirror
@@ -421,7 +421,7 @@ def fit_and_save(
             f"multiple of {world_size * accumulation}")
     precision = resolve_precision(config.precision)  # refuses bf16/fp16 the hardware cannot run, before training
     strategy = train_strategy(config, train_data.label_ids, len(labels),
-                              [len(ids) for ids in train_data.encodings["input_ids"]])
+                              [len(ids) for ids in train_data.encodings[INPUT_IDS]])
     mirror = None
     scratch_checkpoints = checkpoint_root is None or is_remote(str(checkpoint_root))
     if scratch_checkpoints:

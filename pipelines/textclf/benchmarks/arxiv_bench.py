@@ -69,6 +69,7 @@ def token_lengths(split_dir: Path, tokenizer_dir: str) -> list[int]:
     split's text profile as training normalises them."""
     import pandas as pd
     from textclf.provenance import read_json
+    from textclf.serving.contract import INPUT_IDS
     from textclf.text import normalise_text, text_profile_of
     from textclf.validate.validate import REPORT_FILE, SPLIT_FILES
     from transformers import AutoTokenizer
@@ -76,7 +77,7 @@ def token_lengths(split_dir: Path, tokenizer_dir: str) -> list[int]:
     profile = text_profile_of(read_json(split_dir / REPORT_FILE))
     texts = [normalise_text(t, profile) for t in pd.read_parquet(split_dir / SPLIT_FILES["train"])["text"]]
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
-    return [len(ids) for ids in tokenizer(texts, truncation=False)["input_ids"]]
+    return [len(ids) for ids in tokenizer(texts, truncation=False)[INPUT_IDS]]
 
 
 def per_model_metrics(compare_dir: Path, labels: list[str]) -> dict[str, Any]:
