@@ -185,12 +185,12 @@ class TrainStrategy:
 
 
 def train_strategy(config: TrainConfig, label_ids: Sequence[int], classes: int,
-                   input_lengths: Sequence[int]) -> TrainStrategy:
-    """The Trainer-side strategy of ``config`` for these training rows (label ids, token counts)."""
+                   input_ids: Sequence[Sequence[int]]) -> TrainStrategy:
+    """The Trainer-side strategy of ``config`` for these training rows (label ids, token ids)."""
     weights = None
     if ClassWeights(config.class_weights) is ClassWeights.BALANCED:
         weights = tuple(balanced_class_weights(label_ids, classes))
-    lengths = tuple(input_lengths) if Curriculum(config.curriculum) is Curriculum.LENGTH else None
+    lengths = tuple(map(len, input_ids)) if Curriculum(config.curriculum) is Curriculum.LENGTH else None
     return TrainStrategy(
         class_weights=weights, label_smoothing=config.label_smoothing, layerwise_lr_decay=config.layerwise_lr_decay,
         adversarial=config.adversarial_method, adversarial_epsilon=config.adversarial_epsilon,

@@ -420,8 +420,7 @@ def fit_and_save(
             f"process, not divisible by gradient_accumulation_steps {accumulation}; choose a batch_size that is a "
             f"multiple of {world_size * accumulation}")
     precision = resolve_precision(config.precision)  # refuses bf16/fp16 the hardware cannot run, before training
-    strategy = train_strategy(config, train_data.label_ids, len(labels),
-                              [len(ids) for ids in train_data.encodings[INPUT_IDS]])
+    strategy = train_strategy(config, train_data.label_ids, len(labels), train_data.encodings[INPUT_IDS])
     mirror = None
     scratch_checkpoints = checkpoint_root is None or is_remote(str(checkpoint_root))
     if scratch_checkpoints:

@@ -154,8 +154,7 @@ def run_arxiv_benchmark(settings: ArxivSettings, output: Path, work_root: Path) 
     def transformer() -> dict[str, Any]:
         result = train_model(splits, config, work / "transformer", checkpoint_root=work / "checkpoints",
                              progress=False)
-        return {"config": config.to_dict(), **{k: v for k, v in result.summary.items() if k != "strategy"},
-                "strategy": result.summary.get("strategy")}
+        return {"config": config.to_dict(), **result.summary}
 
     steps.run("transformer", transformer)
 
