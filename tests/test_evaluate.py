@@ -134,3 +134,40 @@ def test_evaluate_stage_writes_metrics_report_and_parity_sample(tiny_model, smal
     assert evaluation_temperature(tmp_path / "eval") == temperature
     assert "<h2>Calibration</h2>" in html and f"T = {temperature:.4f}" in html
     assert f"{calibration['test_ece_before']:.4f}" in html and f"{calibration['test_ece_after']:.4f}" in html
+
+
+def test_evaluate_stage_adds_error_analysis_and_robustness(tiny_model, small_splits, tmp_path):
+    """The report's error analysis and robustness sections, from the same run's predictions and suites."""
+    from textclf.robustness.robustness import ROBUSTNESS_FILE
+
+    config = EvaluateConfig(parity_rows=16, robustness_suites="uppercase,typos", robustness_max_rows=40)
+    metrics = evaluate_model(tiny_model, small_splits, config, tmp_path / "eval").metrics
+    analysis = metrics["error_analysis"]
+    predictions = pd.read_parquet(tmp_path / "eval" / "predictions.parquet")
+    assert analysis["errors"] == int((~predictions["correct"]).sum())
+    assert sum(b["rows"] for b in analysis["by_length"]) == 200  # the buckets partition the test rows
+    assert sum(b["count"] for b in analysis["by_confidence"]) == 200
+    confused = {(p["true"], p["predicted"]): p["count"] for p in analysis["confused_pairs"]}
+    for (true, guess), count in confused.items():
+        assert count == int(((predictions["label"] == true) & (predictions["predicted"] == guess)).sum())
+    counts = list(confused.values())
+    assert counts == sorted(counts, reverse=True) and all(t != g for t, g in confused)
+    confidences = [m["confidence"] for m in analysis["confident_mistakes"]]
+    assert confidences == sorted(confidences, reverse=True) and all(
+        m["true"] != m["predicted"] for m in analysis["confident_mistakes"])
+
+    record = read_json(tmp_path / "eval" / ROBUSTNESS_FILE)
+    assert set(record["suites"]) == {"uppercase", "typos"} and record["test_rows"] == 40
+    assert metrics["robustness"]["worst_drop_points"] == record["worst_drop_points"]
+    assert record["contrast"]["applicable"] == 0  # the slice's row ids are not the official test rows
+    html = (tmp_path / "eval" / "report.html").read_text()
+    for heading in ("Error analysis", "Most confused pairs", "Accuracy by text length", "Accuracy by confidence",
+                    "Most confident mistakes", "<h2>Robustness</h2>"):
+        assert heading in html, heading
+    assert html.count("data:image/png;base64,") == 2  # confusion matrix and reliability diagram
+
+    off = evaluate_model(tiny_model, small_splits, EvaluateConfig(parity_rows=16, robustness_suites="none"),
+                         tmp_path / "off")
+    assert "robustness" not in off.metrics and not (tmp_path / "off" / ROBUSTNESS_FILE).exists()
+    with pytest.raises(Exception, match="unknown robustness suite 'caps'"):
+        EvaluateConfig(robustness_suites="caps")

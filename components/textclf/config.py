@@ -344,6 +344,10 @@ class ClassicalConfig:
         return self.c or self.DEFAULT_C[self.classical_model]
 
 
+#: ``EvaluateConfig.robustness_suites`` value that turns the robustness suites off.
+ROBUSTNESS_OFF = "none"
+
+
 @dataclass(frozen=True)
 class EvaluateConfig:
     """Evaluation settings.
@@ -354,6 +358,10 @@ class EvaluateConfig:
         overfit_gap: Train accuracy minus validation accuracy above which the run is flagged as overfitting.
         train_sample_rows: Training rows scored to measure the train-validation gap.
         parity_rows: Test texts handed to the export stage for its parity check.
+        robustness_suites: Comma-separated robustness suites scored with the test set
+            (:class:`textclf.robustness.RobustnessSuite`; ``robustness.json`` and a report section); empty: all,
+            :data:`ROBUSTNESS_OFF`: none.
+        robustness_max_rows: Test rows the suites score (a class-stratified sample); 0: all.
     """
 
     batch_size: int = 64
@@ -361,6 +369,15 @@ class EvaluateConfig:
     overfit_gap: float = 0.05
     train_sample_rows: int = 2000
     parity_rows: int = 256
+    robustness_suites: str = ""
+    robustness_max_rows: int = 1000
+
+    def __post_init__(self) -> None:
+        if self.robustness_suites != ROBUSTNESS_OFF:
+            from textclf.robustness.robustness import RobustnessConfig  # checks the suite names and row count
+
+            RobustnessConfig(suites=self.robustness_suites or RobustnessConfig().suites,
+                             max_rows=self.robustness_max_rows)
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,8 @@ def evaluate_op(
     confusion_matrix: Output[ClassificationMetrics],
     report: Output[HTML],
     evaluation: Output[Artifact],
+    robustness_suites: str = "",
+    robustness_max_rows: int = 1000,
 ) -> NamedTuple("EvaluateOutputs", accuracy=float, macro_f1=float, overfitting=bool):
     """Score the model on the held-out test set (the only stage that does) and write a report.
 
@@ -26,9 +28,16 @@ def evaluate_op(
             gap, the calibration ``temperature`` fitted on the validation split and
             ``expected_calibration_error_calibrated`` (the test ECE with that temperature applied).
         confusion_matrix: The test confusion matrix, drawn by the KFP UI.
-        report: Self-contained HTML report with the confusion-matrix plot.
-        evaluation: Output directory: ``metrics.json`` (with ``calibration``, read by the export component),
-            ``predictions.parquet``, ``parity_texts.parquet``.
+        report: Self-contained HTML report: the confusion-matrix plot, the error analysis (most confused pairs with
+            examples, accuracy by length and by confidence with a reliability diagram, the most confident mistakes)
+            and the robustness suites.
+        evaluation: Output directory: ``metrics.json`` (with ``calibration``, read by the export component, and
+            ``error_analysis``), ``predictions.parquet``, ``parity_texts.parquet`` and ``robustness.json`` (read by
+            ``registration_gate_op`` and the model card).
+        robustness_suites: Comma-separated robustness suites (``textclf.robustness.RobustnessSuite``) scored on a
+            sample of the test rows, plus the contrast set; empty: all; ``none``: no robustness evaluation. Their
+            ``<suite>_drop_points``, ``worst_drop_points`` and ``contrast_accuracy`` go to ``metrics``.
+        robustness_max_rows: Test rows the suites score (a class-stratified sample); 0: all.
 
     Returns:
         accuracy: Test accuracy.
@@ -42,7 +51,8 @@ def evaluate_op(
     from textclf.evaluate import evaluate_model
     from textclf.evaluate.evaluate import REPORT_FILE
 
-    result = evaluate_model(model.path, splits.path, EvaluateConfig(), evaluation.path)
+    config = EvaluateConfig(robustness_suites=robustness_suites, robustness_max_rows=int(robustness_max_rows))
+    result = evaluate_model(model.path, splits.path, config, evaluation.path)
     found = result.metrics
     test = found["test"]
     calibration = found["calibration"]
@@ -57,6 +67,12 @@ def evaluate_op(
         "expected_calibration_error_calibrated": calibration["test_ece_after"],
     }
     scalars.update({f"f1_{label}": values["f1"] for label, values in test["per_class"].items()})
+    robustness = found.get("robustness")
+    if robustness:
+        scalars.update({f"{suite}_drop_points": drop for suite, drop in robustness["drop_points"].items()})
+        scalars["worst_drop_points"] = robustness["worst_drop_points"]
+        if robustness.get("contrast_accuracy") is not None:
+            scalars["contrast_accuracy"] = robustness["contrast_accuracy"]
     for name, value in scalars.items():
         metrics.log_metric(name, float(value))
     confusion_matrix.log_confusion_matrix(found["labels"], test["confusion_matrix"])
@@ -84,7 +100,7 @@ def evaluate_production_op(registry_uri: str, splits: Input[Dataset], evaluation
     import tempfile
     from pathlib import Path
 
-    from textclf.config import EvaluateConfig
+    from textclf.config import ROBUSTNESS_OFF, EvaluateConfig
     from textclf.evaluate import evaluate_model
     from textclf.registry import ModelRegistry
 
@@ -97,7 +113,9 @@ def evaluate_production_op(registry_uri: str, splits: Input[Dataset], evaluation
         return False
     with tempfile.TemporaryDirectory(prefix="textclf-production-") as scratch:
         fetched = registry.fetch(version, Path(scratch) / version, parts=("model",))
-        result = evaluate_model(fetched / "model", splits.path, EvaluateConfig(), evaluation.path)
+        # Only the gate's paired comparison needs production's predictions: no robustness suites.
+        result = evaluate_model(fetched / "model", splits.path, EvaluateConfig(robustness_suites=ROBUSTNESS_OFF),
+                                evaluation.path)
     evaluation.metadata.update({"production_version": version, "accuracy": result.metrics["test"]["accuracy"]})
     print(f"production {version}: test accuracy {result.metrics['test']['accuracy']:.4f}")
     return True

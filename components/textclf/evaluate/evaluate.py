@@ -5,8 +5,9 @@ split's logits (:mod:`textclf.evaluate.calibration`) and reports the test set's 
 it; the export stage reads ``T`` back (:func:`evaluation_temperature`) and records it in the serving bundle. Output
 layout (a directory): ``metrics.json`` (all numbers),
 ``predictions.parquet`` (per test row: true label, predicted label, probabilities), ``report.html`` (self-contained,
-with the confusion-matrix plot inline), ``confusion_matrix.png`` and ``parity_texts.parquet`` (test texts, without
-labels, for the export stage's parity check).
+with the confusion-matrix plot, the error analysis and its reliability diagram inline), ``robustness.json`` (the
+robustness suites and the contrast set, :mod:`textclf.robustness`; unless turned off), ``confusion_matrix.png``
+and ``parity_texts.parquet`` (test texts, without labels, for the export stage's parity check).
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from textclf.config import EvaluateConfig
+from textclf.config import ROBUSTNESS_OFF, EvaluateConfig
+from textclf.evaluate.analysis import analysis_html, error_analysis
 from textclf.errors import DataValidationError
 from textclf.provenance import read_json, read_json_object, write_json
 from textclf.serving.contract import LABELS_FILE, temperature_problem
@@ -40,6 +42,9 @@ log = logging.getLogger(__name__)
 METRICS_FILE = "metrics.json"
 #: Key of :data:`METRICS_FILE` holding the calibration summary (absent in evaluations written before calibration).
 CALIBRATION_KEY = "calibration"
+#: Keys of :data:`METRICS_FILE` holding the error analysis (:mod:`textclf.evaluate.analysis`) and the robustness
+#: summary (``worst_drop_points``, ``rows``, per-suite ``drop_points``; the full record is ``robustness.json``).
+ERROR_ANALYSIS_KEY, ROBUSTNESS_KEY = "error_analysis", "robustness"
 #: Output: per test row ``row``, ``label``, ``predicted``, ``correct`` and ``p_<label>``; the gate reads it.
 PREDICTIONS_FILE = "predictions.parquet"
 #: Output: test texts (column ``text``, no labels) for the export stage's parity check.
@@ -161,7 +166,19 @@ validation rows (the served probabilities are <code>softmax(logits / T)</code>; 
 <td>{calibration['validation_nll_after']:.4f}</td></tr></table>"""
 
 
-def render_html(metrics: dict[str, Any], labels: list[str], png: bytes, model_meta: dict[str, Any]) -> str:
+def robustness_section(result: Any) -> str:
+    """The report's "Robustness" section for a :class:`textclf.robustness.RobustnessResult`; empty without one."""
+    if result is None:
+        return ""
+    from textclf.robustness.robustness import contrast_html, suites_table_html
+
+    return (f"<h2>Robustness</h2><p>Worst drop {result.worst_drop_points:.2f} accuracy points; each suite perturbs "
+            "the sampled test rows it applies to and is scored against the same rows unperturbed.</p>"
+            + suites_table_html(result) + contrast_html(result.contrast))
+
+
+def render_html(metrics: dict[str, Any], labels: list[str], png: bytes, model_meta: dict[str, Any],
+                robustness: Any = None) -> str:
     """A self-contained HTML report (the KFP UI shows it as an HTML artifact)."""
     test = metrics["test"]
     rows = "".join(
@@ -194,6 +211,8 @@ table{{border-collapse:collapse}}</style></head><body>
 <table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>support</th></tr>{rows}</table>
 <h2>Confusion matrix</h2>
 <img alt="confusion matrix" src="data:image/png;base64,{image}">
+{analysis_html(metrics[ERROR_ANALYSIS_KEY]) if ERROR_ANALYSIS_KEY in metrics else ""}
+{robustness_section(robustness)}
 </body></html>
 """
 
@@ -225,11 +244,13 @@ def evaluate_model(
     label_to_id = {label: i for i, label in enumerate(labels)}
     max_length = int(model_meta["max_length"])
 
+    def score_texts(texts: list[str]) -> np.ndarray:
+        """Raw logits of ``texts``."""
+        return predict_logits(model, tokenizer, texts, config.batch_size, max_length, text_profile_of(model_meta))
+
     def score(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         """Label ids and raw logits of ``frame``'s rows."""
-        logits = predict_logits(model, tokenizer, frame["text"].tolist(), config.batch_size, max_length,
-                                text_profile_of(model_meta))
-        return frame["label"].map(label_to_id).to_numpy(), logits
+        return frame["label"].map(label_to_id).to_numpy(), score_texts(frame["text"].tolist())
 
     test = pd.read_parquet(split_dir / SPLIT_FILES["test"])
     train = pd.read_parquet(split_dir / SPLIT_FILES["train"])
@@ -272,9 +293,25 @@ def evaluate_model(
     ).to_parquet(out / PREDICTIONS_FILE, index=False)
     parity = test.sample(n=min(config.parity_rows, len(test)), random_state=0)
     parity[["text"]].to_parquet(out / PARITY_TEXTS_FILE, index=False)
+    metrics[ERROR_ANALYSIS_KEY] = error_analysis(test, test_ids, test_probs, labels)
+    robustness = None
+    if config.robustness_suites != ROBUSTNESS_OFF:
+        from textclf.robustness.robustness import ROBUSTNESS_FILE, RobustnessConfig, result_of, score_robustness
+
+        settings = RobustnessConfig(suites=config.robustness_suites or RobustnessConfig().suites,
+                                    max_rows=config.robustness_max_rows, batch_size=config.batch_size)
+        record = score_robustness(lambda texts: score_texts(texts).argmax(-1), test, labels, settings,
+                                  str(split_dir / SPLIT_FILES["test"]))
+        write_json(out / ROBUSTNESS_FILE, record)
+        robustness = result_of(record, out)
+        metrics[ROBUSTNESS_KEY] = {"worst_drop_points": record["worst_drop_points"], "rows": record["test_rows"],
+                                   "drop_points": {name: suite["drop_points"] for name, suite
+                                                   in record["suites"].items() if suite["rows"]},
+                                   "contrast_accuracy": (record.get("contrast") or {}).get("report", {})
+                                   .get("accuracy_contrast")}
     png = confusion_matrix_png(metrics["test"]["confusion_matrix"], labels)
     (out / CONFUSION_MATRIX_FILE).write_bytes(png)
-    (out / REPORT_FILE).write_text(render_html(metrics, labels, png, model_meta), encoding="utf-8")
+    (out / REPORT_FILE).write_text(render_html(metrics, labels, png, model_meta, robustness), encoding="utf-8")
     write_json(out / METRICS_FILE, metrics)
     log.info("test accuracy %.4f, macro-F1 %.4f", metrics["test"]["accuracy"], metrics["test"]["macro_f1"])
     calibration = metrics[CALIBRATION_KEY]

@@ -15,6 +15,8 @@ def gate_op(
     has_production: bool = True,
     alpha: float = 0.05,
     min_improvement: float = 0.005,
+    registration_passed: bool = True,
+    registration_reasons: str = "",
 ) -> str:
     """Decide whether the retrained candidate replaces the production model.
 
@@ -38,6 +40,10 @@ def gate_op(
         alpha: McNemar significance level (default 0.05).
         min_improvement: Minimum accuracy gain as a fraction: 0.005 = +0.5 points (default); 0.02 = the
             original design's "+2%" rule.
+        registration_passed: The registration gate's verdict (``registration_gate_op``: accuracy, robustness and
+            size limits); false archives the candidate whatever McNemar's test says, with ``registration_reasons``
+            as the reason.
+        registration_reasons: Why the registration gate did not pass.
 
     Returns:
         ``"promote"`` or ``"archive"``, for ``dsl.If(gate_task.outputs["Output"] == "promote")`` (``.output``
@@ -47,12 +53,15 @@ def gate_op(
     from pathlib import Path
 
     from textclf.gate import GateConfig, decide_from_evaluations
+    from textclf.gate.mcnemar import vetoed
     from textclf.gate.mcnemar import DECISION_FILE
     from textclf.provenance import write_json
 
     config = GateConfig(alpha=float(alpha), min_improvement=float(min_improvement))
     production_dir = production_evaluation.path if has_production else None
     result, context = decide_from_evaluations(candidate_evaluation.path, production_dir, config)
+    if not registration_passed:
+        result = vetoed(result, f"registration gate: {registration_reasons or 'not passed'}")
     payload = {**result.to_dict(), **context, "has_production": bool(has_production)}
     write_json(Path(decision.path) / DECISION_FILE, payload)
     decision.metadata.update({"decision": result.verdict, "reason": result.reason, "p_value": result.p_value})

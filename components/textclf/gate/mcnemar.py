@@ -28,6 +28,8 @@ production model at all (the first model), the candidate is promoted.
 
 from __future__ import annotations
 
+import dataclasses
+
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -371,6 +373,11 @@ def decide_from_evaluations(
         raise DataValidationError(f"{SAME_TEST_SET}: test_set_sha256 {cand_fp} (candidate) vs {prod_fp} (production)")
     return decide_from_predictions(candidate_dir, production_dir, config), context
 
+
+
+def vetoed(decision: GateDecision, reason: str) -> GateDecision:
+    """``decision`` turned into an archive for ``reason`` (a limit outside the paired test), keeping its numbers."""
+    return dataclasses.replace(decision, promote=False, reason=f"{reason} (McNemar: {decision.reason})")
 
 
 #: The file the gate component writes into its ``decision`` artifact.

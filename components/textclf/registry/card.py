@@ -105,6 +105,7 @@ def card_sections(version_meta: Mapping[str, Any], metrics: Mapping[str, Any], m
             *_table(["suite", "rows", "accuracy (original)", "accuracy (perturbed)", "drop (points)"],
                     [[name, s.get("rows"), s.get("accuracy_original"), s.get("accuracy_perturbed"),
                       _number(s.get("drop_points"), 2)] for name, s in robustness.get("suites", {}).items()]),
+            *_contrast_lines(robustness.get("contrast")),
         ]))
     lineage = []
     distillation = model_meta.get("distillation")
@@ -165,22 +166,14 @@ def render_html(markdown_text: str, images: Mapping[str, bytes] | None = None) -
             f"{body}</body></html>")
 
 
-def reliability_bins(predictions: Any, bins: int = 10) -> list[dict[str, float]]:
-    """Per equal-width confidence bin: mean confidence, accuracy and count of the evaluate stage's test predictions
-    (``predictions.parquet``: ``correct`` and ``p_<label>`` columns)."""
-    import numpy as np
-
-    confidence = predictions[[c for c in predictions.columns if c.startswith("p_")]].to_numpy().max(axis=1)
-    correct = predictions["correct"].to_numpy().astype(float)
-    index = np.minimum((confidence * bins).astype(int), bins - 1)
-    out = []
-    for b in range(bins):
-        chosen = index == b
-        count = int(chosen.sum())
-        out.append({"low": b / bins, "high": (b + 1) / bins, "count": count,
-                    "confidence": float(confidence[chosen].mean()) if count else (b + 0.5) / bins,
-                    "accuracy": float(correct[chosen].mean()) if count else 0.0})
-    return out
+def _contrast_lines(contrast: Mapping[str, Any] | None) -> list[str]:
+    """The contrast set's reported part (its held-out part stays out of every report)."""
+    part = (contrast or {}).get("report") or {}
+    if not part.get("rows"):
+        return []
+    return ["", f"Contrast set `{contrast['name']}` ({part['rows']} edited test rows whose label the edit changes): "
+            f"accuracy {_number(part['accuracy_original'])} on the originals, {_number(part['accuracy_contrast'])} "
+            f"on the edits, consistency {_number(part['consistency'])} (both right)."]
 
 
 def card_images(metrics: Mapping[str, Any], predictions: Any = None) -> dict[str, bytes]:
@@ -193,7 +186,9 @@ def card_images(metrics: Mapping[str, Any], predictions: Any = None) -> dict[str
     if test.get("confusion_matrix") and labels:
         images["Confusion matrix (test)"] = confusion_matrix_png(test["confusion_matrix"], labels)
     if predictions is not None and len(predictions):
-        images["Reliability diagram (test, uncalibrated)"] = reliability_png(reliability_bins(predictions))
+        from textclf.evaluate.analysis import prediction_bins, reliability_png
+
+        images["Reliability diagram (test, uncalibrated)"] = reliability_png(prediction_bins(predictions))
     return images
 
 
@@ -216,27 +211,3 @@ def build_card(dirs: Any, version_meta: Mapping[str, Any]) -> tuple[str, str]:
     text = render_markdown(version_meta, metrics, model_meta, robustness)
     return text, render_html(text, card_images(metrics, predictions))
 
-
-def reliability_png(bins: list[Mapping[str, Any]]) -> bytes:
-    """Accuracy against confidence per bin (``{"confidence", "accuracy", "count"}``), the diagonal for reference."""
-    import io
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axis = plt.subplots(figsize=(4, 4), dpi=100)
-    used = [b for b in bins if b["count"]]
-    axis.plot([0, 1], [0, 1], linestyle="--", color="grey")
-    axis.bar([b["confidence"] for b in used], [b["accuracy"] for b in used], width=1 / max(len(bins), 1),
-             alpha=0.7, edgecolor="black")
-    axis.set_xlabel("confidence")
-    axis.set_ylabel("accuracy")
-    axis.set_xlim(0, 1)
-    axis.set_ylim(0, 1)
-    buffer = io.BytesIO()
-    figure.tight_layout()
-    figure.savefig(buffer, format="png")
-    plt.close(figure)
-    return buffer.getvalue()

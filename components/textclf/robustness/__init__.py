@@ -1,11 +1,14 @@
-"""Robustness evaluation: perturbation suites over the test rows and the registration gate."""
+"""Robustness evaluation: perturbation suites and contrast sets over the test rows, and the registration gate."""
 
 from textclf.robustness.robustness import (
+    RegistrationLimits,
     RobustnessConfig,
     RobustnessResult,
     RobustnessSuite,
     evaluate_robustness,
+    gate_evaluation,
     robustness_gate,
 )
 
-__all__ = ["RobustnessConfig", "RobustnessResult", "RobustnessSuite", "evaluate_robustness", "robustness_gate"]
+__all__ = ["RegistrationLimits", "RobustnessConfig", "RobustnessResult", "RobustnessSuite", "evaluate_robustness",
+           "gate_evaluation", "robustness_gate"]

@@ -1,5 +1,6 @@
-"""KFP component: robustness (thin wrapper around :func:`textclf.robustness.evaluate_robustness`) and the
-registration gate (:func:`textclf.robustness.robustness_gate`)."""
+"""KFP components: robustness for any pipeline (thin wrapper around :func:`textclf.robustness.evaluate_robustness`,
+with its own gate) and the registration gate over the evaluate and export steps' outputs
+(:func:`textclf.robustness.robustness.gate_evaluation`), which the training and retraining pipelines use."""
 
 from typing import NamedTuple
 
@@ -72,3 +73,37 @@ def robustness_op(
     print(f"robustness gate: {'passed' if decision.passed else 'NOT passed: ' + reasons}")
     outputs = namedtuple("RobustnessOutputs", ["passed", "reasons", "worst_drop_points"])
     return outputs(decision.passed, reasons, result.worst_drop_points)
+
+
+@dsl.component(base_image=COMPONENT_IMAGE, install_kfp_package=False)
+def registration_gate_op(
+    evaluation: Input[Artifact],
+    onnx_model: Input[Model],
+    min_accuracy: float = 0.0,
+    max_robustness_drop: float = 0.0,
+    max_model_mb: float = 0.0,
+) -> NamedTuple("RegistrationGateOutputs", passed=bool, reasons=str):
+    """Decide whether an evaluated, exported model may be registered; every limit 0 is off.
+
+    Args:
+        evaluation: Output of the evaluate component (``metrics.json``: test accuracy on the whole test split;
+            ``robustness.json``: the suites' worst drop).
+        onnx_model: Output of the export component: its INT8 file's size is what ``max_model_mb`` limits.
+        min_accuracy: Lowest accepted test accuracy (0-1).
+        max_robustness_drop: Largest accepted drop, in accuracy points, of any robustness suite (the evaluate step
+            must have run its suites).
+        max_model_mb: Largest accepted INT8 ONNX model, in MB.
+
+    Returns:
+        passed: Whether every limit is met.
+        reasons: Why not, one reason per missed limit ("" when passed); also printed to the step's log.
+    """
+    from collections import namedtuple
+
+    from textclf.robustness.robustness import gate_evaluation
+
+    decision = gate_evaluation(evaluation.path, onnx_model.path, min_accuracy=min_accuracy,
+                               max_robustness_drop=max_robustness_drop, max_model_mb=max_model_mb)
+    reasons = "; ".join(decision.reasons)
+    print(f"registration gate: {'passed' if decision.passed else 'NOT passed: ' + reasons}")
+    return namedtuple("RegistrationGateOutputs", ["passed", "reasons"])(decision.passed, reasons)

@@ -67,6 +67,8 @@ class RobustnessConfig:
         seed: Seed of the typos (each row's own generator is seeded by it and the row number) and of the row sample.
         batch_size: Texts per model run.
         max_rows: Test rows scored (a class-stratified sample of that many); 0: all.
+        contrast_set: The contrast set scored as well (:data:`textclf.robustness.contrast.CONTRAST_SETS`; its edits
+            apply only to the test texts they were written for, over the whole test split); empty: none.
     """
 
     suites: tuple[str, ...] = tuple(s.value for s in RobustnessSuite)
@@ -75,6 +77,7 @@ class RobustnessConfig:
     seed: int = 0
     batch_size: int = 64
     max_rows: int = 1000
+    contrast_set: str = "ag_news"
 
     def __post_init__(self) -> None:
         suites = self.suites.split(",") if isinstance(self.suites, str) else list(self.suites)
@@ -88,6 +91,10 @@ class RobustnessConfig:
         if self.first_words < 1 or not 0 < self.typo_rate <= 1 or self.batch_size < 1 or self.max_rows < 0:
             raise ConfigError(f"first_words must be >= 1, typo_rate in (0, 1], batch_size >= 1, max_rows >= 0; got "
                               f"{self.first_words}, {self.typo_rate}, {self.batch_size}, {self.max_rows}")
+        from textclf.robustness.contrast import CONTRAST_SETS
+
+        if self.contrast_set and self.contrast_set not in CONTRAST_SETS:
+            raise ConfigError(f"unknown contrast set {self.contrast_set!r}; known: {sorted(CONTRAST_SETS)}")
 
 
 def remove_agency_tags(text: str) -> str:
@@ -152,6 +159,7 @@ class RobustnessResult:
     output_dir: Path
     base_accuracy: float
     suites: dict[str, dict[str, Any]] = field(default_factory=dict)
+    contrast: dict[str, Any] | None = None
 
     @property
     def worst_drop_points(self) -> float:
@@ -201,6 +209,44 @@ def transformer_predictor(model_dir: Path, batch_size: int) -> Callable[[list[st
     return lambda texts: predict_logits(model, tokenizer, texts, batch_size, max_length, profile).argmax(-1)
 
 
+def sample_test_rows(frame: pd.DataFrame, max_rows: int, seed: int) -> pd.DataFrame:
+    """The rows robustness is scored on: all, or a class-stratified sample of ``max_rows`` (in split order)."""
+    if not max_rows or len(frame) <= max_rows:
+        return frame
+    from sklearn.model_selection import train_test_split
+
+    sample, _ = train_test_split(frame, train_size=max_rows, stratify=frame["label"], random_state=seed)
+    return sample.sort_index()
+
+
+def score_robustness(predict: Callable[[list[str]], np.ndarray], test: pd.DataFrame, labels: list[str],
+                     config: RobustnessConfig, source: str = "test split") -> dict[str, Any]:
+    """The :data:`ROBUSTNESS_FILE` record of ``predict`` (texts -> class ids) on ``config.max_rows`` of ``test``.
+
+    Raises:
+        DataValidationError: A test label is not one of ``labels``.
+    """
+    frame = sample_test_rows(test, config.max_rows, config.seed)
+    unknown = sorted(set(frame["label"]) - set(labels))
+    if unknown:
+        raise DataValidationError(f"{source}: labels {unknown} are not the model's {labels}")
+    label_ids = frame["label"].map({label: i for i, label in enumerate(labels)}).to_numpy()
+    base, suites = score_suites(predict, frame, label_ids, config)
+    drops = [s["drop_points"] for s in suites.values() if s["rows"]]
+    record = {"test_rows": len(frame), "test_rows_in_split": len(test), "base_accuracy": base, "suites": suites,
+              "worst_drop_points": max(drops) if drops else 0.0, "config": asdict(config)}
+    if config.contrast_set:
+        from textclf.robustness.contrast import score_contrast
+
+        record["contrast"] = score_contrast(predict, test, labels, config.contrast_set)
+    return record
+
+
+def result_of(record: dict[str, Any], output_dir: str | Path) -> RobustnessResult:
+    return RobustnessResult(Path(output_dir), float(record["base_accuracy"]), dict(record["suites"]),
+                            record.get("contrast"))
+
+
 def evaluate_robustness(model_dir: str | Path, split_dir: str | Path, config: RobustnessConfig,
                         output_dir: str | Path) -> RobustnessResult:
     """Score a train-stage model on every suite of ``config`` over the test split; write the output directory.
@@ -216,25 +262,11 @@ def evaluate_robustness(model_dir: str | Path, split_dir: str | Path, config: Ro
     path = split_dir / SPLIT_FILES["test"]
     if not path.is_file():
         raise DataValidationError(f"{path} not found; is {split_dir} the validate stage's output?")
-    frame = pd.read_parquet(path)
-    rows_in_split = len(frame)
-    if config.max_rows and len(frame) > config.max_rows:
-        from sklearn.model_selection import train_test_split
-
-        frame, _ = train_test_split(frame, train_size=config.max_rows, stratify=frame["label"],
-                                    random_state=config.seed)
-        frame = frame.sort_index()
-    unknown = sorted(set(frame["label"]) - set(labels))
-    if unknown:
-        raise DataValidationError(f"{path}: labels {unknown} are not the model's {labels}")
-    label_ids = frame["label"].map({label: i for i, label in enumerate(labels)}).to_numpy()
-    base, suites = score_suites(transformer_predictor(model_dir, config.batch_size), frame, label_ids, config)
-    result = RobustnessResult(Path(output_dir), base, suites)
+    record = score_robustness(transformer_predictor(model_dir, config.batch_size), pd.read_parquet(path), labels,
+                              config, str(path))
+    result = result_of(record, output_dir)
     with atomic_directory(output_dir) as staging:
-        write_json(staging / ROBUSTNESS_FILE, {"test_rows": len(frame), "test_rows_in_split": rows_in_split,
-                                               "base_accuracy": base, "suites": suites,
-                                               "worst_drop_points": result.worst_drop_points,
-                                               "config": asdict(config)})
+        write_json(staging / ROBUSTNESS_FILE, record)
         (staging / ROBUSTNESS_REPORT_FILE).write_text(render_html(result), encoding="utf-8")
     return result
 
@@ -243,8 +275,8 @@ def _number(value: float | None, digits: int = 4) -> str:
     return "" if value is None else f"{value:.{digits}f}"
 
 
-def render_html(result: RobustnessResult) -> str:
-    """A self-contained page: one table row per suite, with an example of its perturbation."""
+def suites_table_html(result: RobustnessResult) -> str:
+    """The per-suite table (one row per suite, with an example of its perturbation), for any HTML page."""
     import html
 
     rows = []
@@ -255,15 +287,51 @@ def render_html(result: RobustnessResult) -> str:
             f"<td>{_number(suite['accuracy_original'])}</td><td>{_number(suite['accuracy_perturbed'])}</td>"
             f"<td>{_number(suite['drop_points'], 2)}</td><td>{suite['flipped']}</td>"
             f"<td>{html.escape(str(example.get('perturbed', ''))[:160])}</td></tr>")
+    return ("<table><tr><th>suite</th><th>rows</th><th>accuracy (original)</th><th>accuracy (perturbed)</th>"
+            "<th>drop (points)</th><th>flipped</th><th>example</th></tr>" + "".join(rows) + "</table>")
+
+
+def contrast_html(contrast: dict[str, Any] | None) -> str:
+    """The contrast set's reported part (the held-out part is never shown: it is kept for a final check)."""
+    if not contrast or not contrast.get("report", {}).get("rows"):
+        return ""
+    part = contrast["report"]
+    return (f"<p>Contrast set <code>{contrast['name']}</code>: {part['rows']} edited test rows whose label the edit "
+            f"changes (of {contrast['applicable']} that apply; the held-out edits are not shown). Accuracy on the "
+            f"originals {part['accuracy_original']:.4f}, on the edits {part['accuracy_contrast']:.4f}; "
+            f"consistency (both right) {part['consistency']:.4f}.</p>")
+
+
+def render_html(result: RobustnessResult) -> str:
+    """A self-contained page: the suites table and the headline numbers."""
     return (
         "<!doctype html><html><head><meta charset='utf-8'><title>Robustness</title><style>"
         "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
         "td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}</style></head><body>"
         f"<h1>Robustness</h1><p>Test accuracy {result.base_accuracy:.4f}; worst drop "
         f"{result.worst_drop_points:.2f} points. Each suite is scored against the same rows unperturbed.</p>"
-        "<table><tr><th>suite</th><th>rows</th><th>accuracy (original)</th><th>accuracy (perturbed)</th>"
-        "<th>drop (points)</th><th>flipped</th><th>example</th></tr>" + "".join(rows) + "</table></body></html>"
+        + suites_table_html(result) + contrast_html(result.contrast) + "</body></html>"
     )
+
+
+@dataclass(frozen=True)
+class RegistrationLimits:
+    """The registration gate's limits (pipeline parameters of the same names); each 0 is off.
+
+    Attributes:
+        min_accuracy: Lowest accepted test accuracy (0-1).
+        max_robustness_drop: Largest accepted drop in accuracy points of any robustness suite.
+        max_model_mb: Largest accepted served (INT8 ONNX) model in MB (10^6 bytes).
+    """
+
+    min_accuracy: float = 0.0
+    max_robustness_drop: float = 0.0
+    max_model_mb: float = 0.0
+
+    def __post_init__(self) -> None:
+        if min(self.min_accuracy, self.max_robustness_drop, self.max_model_mb) < 0 or self.min_accuracy > 1:
+            raise ConfigError(f"gate limits must be >= 0 (min_accuracy <= 1); got min_accuracy={self.min_accuracy}, "
+                              f"max_robustness_drop={self.max_robustness_drop}, max_model_mb={self.max_model_mb}")
 
 
 @dataclass(frozen=True)
@@ -289,9 +357,7 @@ def robustness_gate(test_accuracy: float, worst_drop_points: float, model_bytes:
     Raises:
         ConfigError: A negative limit, or ``min_accuracy`` above 1.
     """
-    if min(min_accuracy, max_robustness_drop, max_model_mb) < 0 or min_accuracy > 1:
-        raise ConfigError(f"gate limits must be >= 0 (min_accuracy <= 1); got min_accuracy={min_accuracy}, "
-                          f"max_robustness_drop={max_robustness_drop}, max_model_mb={max_model_mb}")
+    RegistrationLimits(min_accuracy, max_robustness_drop, max_model_mb)
     reasons = []
     if min_accuracy and test_accuracy < min_accuracy:
         reasons.append(f"test accuracy {test_accuracy:.4f} is below min_accuracy {min_accuracy:.4f}")
@@ -301,3 +367,29 @@ def robustness_gate(test_accuracy: float, worst_drop_points: float, model_bytes:
     if max_model_mb and model_bytes / 1e6 > max_model_mb:
         reasons.append(f"the model is {model_bytes / 1e6:.1f} MB, more than max_model_mb {max_model_mb:.1f}")
     return GateDecision(not reasons, tuple(reasons))
+
+
+def gate_evaluation(evaluation_dir: str | Path, onnx_dir: str | Path, min_accuracy: float = 0.0,
+                    max_robustness_drop: float = 0.0, max_model_mb: float = 0.0) -> GateDecision:
+    """:func:`robustness_gate` on an evaluate-stage directory (its test accuracy on the whole test split and its
+    ``robustness.json``) and an export-stage bundle (the size of its INT8 model, what the CPU server loads).
+
+    Raises:
+        DataValidationError: ``metrics.json`` or the INT8 model is missing.
+    """
+    from textclf.evaluate.evaluate import METRICS_FILE
+    from textclf.serving.contract import INT8_ONNX_FILE
+
+    evaluation_dir, onnx_dir = Path(evaluation_dir), Path(onnx_dir)
+    for path in (evaluation_dir / METRICS_FILE, onnx_dir / INT8_ONNX_FILE):
+        if not path.is_file():
+            raise DataValidationError(f"{path} not found; the gate needs the evaluate and export stages' outputs")
+    accuracy = float(read_json(evaluation_dir / METRICS_FILE)["test"]["accuracy"])
+    robustness = evaluation_dir / ROBUSTNESS_FILE
+    worst = float(read_json(robustness)["worst_drop_points"]) if robustness.is_file() else None
+    decision = robustness_gate(accuracy, worst or 0.0, (onnx_dir / INT8_ONNX_FILE).stat().st_size, min_accuracy,
+                               max_robustness_drop, max_model_mb)
+    if max_robustness_drop and worst is None:
+        return GateDecision(False, (*decision.reasons, f"max_robustness_drop is set but {evaluation_dir} has no "
+                                    f"{ROBUSTNESS_FILE} (the evaluate step ran with robustness_suites=none)"))
+    return decision

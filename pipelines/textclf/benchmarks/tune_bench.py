@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from textclf.benchmarks.machine import machine_info
-from textclf.config import EvaluateConfig, IngestConfig, SplitConfig, TrainConfig
+from textclf.config import ROBUSTNESS_OFF, EvaluateConfig, IngestConfig, SplitConfig, TrainConfig
 from textclf.errors import ConfigError
 from textclf.provenance import git_commit, package_versions, read_json, write_json
 from textclf.tune import DEFAULT_SEARCH_SPACE, SearchSpace, TuneConfig, apply_overrides, run_search
@@ -108,7 +108,7 @@ def _train_and_score(name: str, config: TrainConfig, splits: Path, work_dir: Pat
         train_model(splits, config, model_dir, checkpoint_root=work_dir / "checkpoints", progress=False)
     summary = read_json(model_dir / METADATA_FILE)["training"]
     if not (eval_dir / METRICS_FILE).is_file():  # the evaluation's metrics are written last
-        evaluate_model(model_dir, splits, EvaluateConfig(), eval_dir)
+        evaluate_model(model_dir, splits, EvaluateConfig(robustness_suites=ROBUSTNESS_OFF), eval_dir)
     metrics = read_json(eval_dir / METRICS_FILE)
     return {
         "params": {k: v for k, v in config.to_dict().items() if k != "base_model"},

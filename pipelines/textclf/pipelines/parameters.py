@@ -16,6 +16,7 @@ from textclf.config import (
     CascadeConfig,
     DistillConfig,
     EnsembleConfig,
+    EvaluateConfig,
     ExportConfig,
     IngestConfig,
     SplitConfig,
@@ -23,6 +24,7 @@ from textclf.config import (
     parse_text_columns,
 )
 from textclf.gate import GateConfig
+from textclf.robustness import RegistrationLimits
 from textclf.rollout import RolloutConfig, RolloutGuards
 from textclf.trainjob.config import DistributedConfig, TrainJobConfig
 
@@ -45,6 +47,9 @@ PARAMETER_CONFIGS: tuple[ConfigView, ...] = (
     ConfigView(TrainConfig, {"teacher_epochs": "epochs"}),
     ConfigView(TrainConfig, {"student_epochs": "epochs", "student_learning_rate": "learning_rate"}),
     ConfigView(ExportConfig),
+    ConfigView(EvaluateConfig, {"robustness_suites": "robustness_suites",
+                                "robustness_max_rows": "robustness_max_rows"}, by_name=False),
+    ConfigView(RegistrationLimits),
     ConfigView(GateConfig),
     ConfigView(DistillConfig, {"distill_temperature": "temperature", "distill_alpha": "alpha",
                                "student_layers": "student_layers", "student_init": "init"}, by_name=False),

@@ -35,8 +35,14 @@ from textclf.distill.component import distill_op
 from textclf.ensemble.component import ensemble_op, transformer_logits_op
 from textclf.evaluate.component import evaluate_op
 from textclf.export.component import export_op
-from textclf.pipelines.training.pipeline import add_data_steps, bind, pipeline_parameters
-from textclf.registry.component import register_op
+from textclf.pipelines.training.pipeline import (
+    add_data_steps,
+    add_gated_registration,
+    add_registration_gate,
+    bind,
+    pipeline_parameters,
+)
+from textclf.robustness import RegistrationLimits
 from textclf.train.component import train_op
 
 _INGEST, _SPLIT, _TRAIN, _EXPORT, _DISTILL, _ENSEMBLE, _CASCADE = (
@@ -91,6 +97,11 @@ def distillation_pipeline(
     seed: int = _SPLIT.seed,
     opset: int = _EXPORT.opset,
     min_int8_agreement: float = _EXPORT.min_int8_agreement,
+    robustness_suites: str = EvaluateConfig.robustness_suites,
+    robustness_max_rows: int = EvaluateConfig.robustness_max_rows,
+    min_accuracy: float = RegistrationLimits.min_accuracy,
+    max_robustness_drop: float = RegistrationLimits.max_robustness_drop,
+    max_model_mb: float = RegistrationLimits.max_model_mb,
     cascade_accuracy_tolerance: float = _CASCADE.accuracy_tolerance,
     cascade_confidence: float = _CASCADE.confidence,
     cascade_stage2_returns: str = _CASCADE.stage2_returns,
@@ -102,7 +113,8 @@ def distillation_pipeline(
     ``distill_temperature`` and ``distill_alpha`` the distillation loss's ``T`` and weight on the labels;
     ``ensemble_method`` (``vote`` or ``stack``) is what the student is distilled from; ``cascade_*`` choose the
     TF-IDF -> student cascade's threshold on validation (:class:`textclf.config.CascadeConfig`); ``registry_uri``
-    non-empty registers the exported student there as a new ``candidate`` version."""
+    non-empty registers the exported student there as a new ``candidate`` version when the registration gate
+    passes (``min_accuracy``, ``max_robustness_drop``, ``max_model_mb``; see the training pipeline)."""
     parameters = pipeline_parameters(locals())
     _, split = add_data_steps(parameters)
     splits = split.outputs["splits"]
@@ -129,7 +141,7 @@ def distillation_pipeline(
         temperature=distill_temperature, alpha=distill_alpha,
     )
     student.set_display_name("distill-student").set_cpu_request("2").set_memory_request("8G").set_memory_limit("16G")
-    evaluate = evaluate_op(model=student.outputs["model"], splits=splits)
+    evaluate = bind(evaluate_op, parameters, model=student.outputs["model"], splits=splits)
     evaluate.set_display_name("evaluate-student").set_memory_limit("8G")
     compare = compare_models_op(
         splits=splits, teacher=teacher.outputs["model"], classical=classical.outputs["model"],
@@ -142,11 +154,8 @@ def distillation_pipeline(
         accuracy_tolerance=cascade_accuracy_tolerance, confidence=cascade_confidence,
         stage2_returns=cascade_stage2_returns, threshold=_CASCADE.threshold, precision="int8",
     ).set_display_name("cascade").set_memory_limit("8G")
-    with dsl.If(registry_uri != "", name="register-requested"):
-        register_op(
-            model=student.outputs["model"], onnx_model=export.outputs["onnx_model"],
-            evaluation=evaluate.outputs["evaluation"], registry_uri=registry_uri, notes=registry_notes,
-        ).set_display_name("register").set_caching_options(False)
+    gate = add_registration_gate(parameters, evaluate, export)
+    add_gated_registration(student.outputs["model"], evaluate, export, gate, registry_uri, registry_notes)
     return DistillationOutputs(
         splits=splits, validation_report=split.outputs["report"], teacher=teacher.outputs["model"],
         classical=classical.outputs["model"], ensemble=ensemble.outputs["ensemble"], model=student.outputs["model"],

@@ -23,19 +23,21 @@ from typing import Any, NamedTuple
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, Dataset, Markdown, Metrics, Model
 
-from textclf.config import ExportConfig, IngestConfig, SplitConfig, TrainConfig
+from textclf.config import EvaluateConfig, ExportConfig, IngestConfig, SplitConfig, TrainConfig
 from textclf.evaluate.component import evaluate_production_op
 from textclf.gate import GateConfig
 from textclf.gate.component import gate_op
 from textclf.monitor.component import drift_reference_op
 from textclf.pipelines.training.pipeline import add_model_steps, bind, pipeline_parameters, train_component_for
 from textclf.registry.component import archive_op, promote_op, register_op
+from textclf.robustness import RegistrationLimits
 from textclf.rollout import RolloutConfig, RolloutGuards
 from textclf.rollout.component import rollout_op
 from textclf.trainjob.config import DistributedConfig, TrainJobConfig
 
 _INGEST, _SPLIT, _TRAIN, _EXPORT, _GATE = IngestConfig, SplitConfig, TrainConfig, ExportConfig, GateConfig
 _ROLLOUT, _GUARDS = RolloutConfig(), RolloutGuards()
+_EVALUATE, _LIMITS = EvaluateConfig, RegistrationLimits
 _DISTRIBUTED, _TRAINJOB = DistributedConfig, TrainJobConfig
 
 #: What a run hands back: the training pipeline's outputs, the registered candidate and the gate's decision.
@@ -76,6 +78,11 @@ def retraining_pipeline(
     seed: int = _SPLIT.seed,
     opset: int = _EXPORT.opset,
     min_int8_agreement: float = _EXPORT.min_int8_agreement,
+    robustness_suites: str = _EVALUATE.robustness_suites,
+    robustness_max_rows: int = _EVALUATE.robustness_max_rows,
+    min_accuracy: float = _LIMITS.min_accuracy,
+    max_robustness_drop: float = _LIMITS.max_robustness_drop,
+    max_model_mb: float = _LIMITS.max_model_mb,
     alpha: float = _GATE.alpha,
     min_improvement: float = _GATE.min_improvement,
     inference_service_name: str = "textclf",
@@ -120,7 +127,9 @@ def retraining_pipeline(
     """Args: as the training pipeline, plus ``registry_uri`` (required: where production is read and the candidate
     registered), ``new_rows_uri`` (directory with a ``train`` file of newly labelled rows), ``trigger_reason``
     (recorded with the candidate), ``alpha`` / ``min_improvement`` (the gate: 0.005 = +0.5 points; 0.02 = the
-    design's +2%), ``rollout_mode`` (``registry``: promote in the registry at once; ``kserve``: canary on the
+    design's +2%), the registration gate's limits (``min_accuracy``, ``max_robustness_drop``, ``max_model_mb``; a
+    candidate that misses one is registered and archived with the reason, so the registry records why it did not
+    ship), ``rollout_mode`` (``registry``: promote in the registry at once; ``kserve``: canary on the
     cluster, see the module docstring), the canary's settings (used with ``kserve`` only; see ``rollout_op``) and
     ``reference_uri`` (where the promoted model's drift reference is also published: the running monitor's
     ``--reference``, which it follows; empty: only the pipeline artifact)."""
@@ -136,6 +145,8 @@ def retraining_pipeline(
         candidate_evaluation=steps.evaluate.outputs["evaluation"],
         production_evaluation=production.outputs["evaluation"],
         has_production=production.outputs["Output"], alpha=alpha, min_improvement=min_improvement,
+        registration_passed=steps.registration_gate.outputs["passed"],
+        registration_reasons=steps.registration_gate.outputs["reasons"],
     ).set_display_name("promotion-gate").set_caching_options(False)
     def drift_reference(promoted: Any) -> None:
         """The drift reference of the promoted model (the monitor compares live traffic with it)."""

@@ -1,4 +1,5 @@
-"""The ``training`` pipeline: ingest -> validate/split -> train -> evaluate -> export [-> register].
+"""The ``training`` pipeline: ingest -> validate/split -> train -> evaluate (with error analysis and robustness
+suites) -> export -> registration gate [-> register, when the gate passes].
 
 Parameter defaults come from the typed configs in :mod:`textclf.config`. ``build_training_pipeline(gpu=True)``
 gives the variant whose train step runs on a GPU node in the GPU image (needed for ``method=qlora``).
@@ -13,18 +14,21 @@ from kfp import dsl
 from kfp.dsl import HTML, Artifact, Dataset, Markdown, Metrics, Model
 from kfp.dsl.pipeline_channel import PipelineParameterChannel
 
-from textclf.config import ExportConfig, IngestConfig, SplitConfig, TrainConfig, TrainMethod
+from textclf.config import EvaluateConfig, ExportConfig, IngestConfig, SplitConfig, TrainConfig, TrainMethod
 from textclf.evaluate.component import evaluate_op
 from textclf.export.component import export_op
 from textclf.images import GPU_COMPONENT_IMAGE
 from textclf.ingest.component import ingest_op
 from textclf.registry.component import register_op
+from textclf.robustness import RegistrationLimits
+from textclf.robustness.component import registration_gate_op
 from textclf.train.component import train_op
 from textclf.trainjob.config import DistributedConfig, TrainJobConfig
 from textclf.validate.component import validate_split_op
 
 # The config classes' attributes hold their field defaults: the pipeline's parameter defaults are the same values.
 _INGEST, _SPLIT, _TRAIN, _EXPORT = IngestConfig, SplitConfig, TrainConfig, ExportConfig
+_EVALUATE, _LIMITS = EvaluateConfig, RegistrationLimits
 _DISTRIBUTED, _TRAINJOB = DistributedConfig, TrainJobConfig
 
 #: What a run hands back (``kfp.local`` returns these; the KFP UI lists them as the run's outputs).
@@ -43,6 +47,7 @@ class ModelSteps:
     train: Any
     evaluate: Any
     export: Any
+    registration_gate: Any
 
     def outputs(self) -> dict[str, Any]:
         """The artifacts of these steps that a pipeline returns (the model-building part of its outputs)."""
@@ -87,11 +92,27 @@ def add_model_steps(train_component: Any, gpu: bool, parameters: Mapping[str, An
     train.set_cpu_request("2").set_memory_request("8G").set_memory_limit("16G")
     if gpu:
         train.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(1)
-    evaluate = evaluate_op(model=train.outputs["model"], splits=split.outputs["splits"])
+    evaluate = bind(evaluate_op, parameters, model=train.outputs["model"], splits=split.outputs["splits"])
     evaluate.set_display_name("evaluate").set_memory_limit("8G")
     export = bind(export_op, parameters, model=train.outputs["model"], evaluation=evaluate.outputs["evaluation"])
     export.set_display_name("export").set_memory_limit("8G")
-    return ModelSteps(ingest, split, train, evaluate, export)
+    return ModelSteps(ingest, split, train, evaluate, export, add_registration_gate(parameters, evaluate, export))
+
+
+def add_registration_gate(parameters: Mapping[str, Any], evaluate: Any, export: Any) -> Any:
+    """Add the registration gate over an evaluate and an export task (its limits are the pipeline's parameters)."""
+    return bind(registration_gate_op, parameters, evaluation=evaluate.outputs["evaluation"],
+                onnx_model=export.outputs["onnx_model"]).set_display_name("registration-gate")
+
+
+def add_gated_registration(model: Any, evaluate: Any, export: Any, gate: Any, registry_uri: Any, notes: Any) -> None:
+    """Register ``model`` (with its evaluation and export) as a new candidate when a registry is given and the
+    registration gate passed; otherwise the gate's ``reasons`` output says why nothing was registered."""
+    with dsl.If(registry_uri != "", name="register-requested"):
+        with dsl.If(gate.outputs["passed"] == True, name="registration-gate-passed"):  # noqa: E712 - a KFP condition
+            register_op(model=model, onnx_model=export.outputs["onnx_model"],
+                        evaluation=evaluate.outputs["evaluation"], registry_uri=registry_uri, notes=notes,
+                        ).set_display_name("register").set_caching_options(False)
 
 
 def train_component_for(gpu: bool) -> Any:
@@ -131,6 +152,11 @@ def build_training_pipeline(gpu: bool = False) -> Any:
         seed: int = _SPLIT.seed,
         opset: int = _EXPORT.opset,
         min_int8_agreement: float = _EXPORT.min_int8_agreement,
+        robustness_suites: str = _EVALUATE.robustness_suites,
+        robustness_max_rows: int = _EVALUATE.robustness_max_rows,
+        min_accuracy: float = _LIMITS.min_accuracy,
+        max_robustness_drop: float = _LIMITS.max_robustness_drop,
+        max_model_mb: float = _LIMITS.max_model_mb,
         registry_uri: str = "",
         registry_notes: str = "",
         hyperparameters: str = "",
@@ -161,7 +187,10 @@ def build_training_pipeline(gpu: bool = False) -> Any:
         """Args: see the components; ``dataset_uri`` (a path, ``s3://`` or ``gs://`` prefix) is required,
         ``base_model`` empty means the packaged all-MiniLM-L6-v2, ``checkpoint_root`` a persistent path or object-store
         prefix that lets a rerun resume training, ``registry_uri`` non-empty registers the exported model there as a
-        new ``candidate`` version, ``hyperparameters`` a tune stage's result (``tune_op``'s JSON or a
+        new ``candidate`` version when the registration gate passes (``min_accuracy``, ``max_robustness_drop`` in
+        points, ``max_model_mb`` of the INT8 model; 0 = off; its ``reasons`` say why not), ``robustness_suites`` /
+        ``robustness_max_rows`` what the evaluate step's robustness suites score (``none``: no suites),
+        ``hyperparameters`` a tune stage's result (``tune_op``'s JSON or a
         ``best_params.json`` path) applied over the train settings, ``workers`` > 1 trains in a Kubeflow Trainer
         TrainJob of that many DDP processes on ``num_nodes`` pods (the ``trainjob_*`` parameters: its namespace,
         TrainingRuntime, per-node resources and timeouts; see ``train_op``), and the training strategies
@@ -169,11 +198,8 @@ def build_training_pipeline(gpu: bool = False) -> Any:
         ``class_weights``, ``layerwise_lr_decay``, ``adversarial``, ``adversarial_epsilon``, ``pgd_steps``,
         ``curriculum``; see ``train_op``) go to the train step."""
         steps = add_model_steps(train_component, gpu, pipeline_parameters(locals()))
-        with dsl.If(registry_uri != "", name="register-requested"):
-            register_op(
-                model=steps.train.outputs["model"], onnx_model=steps.export.outputs["onnx_model"],
-                evaluation=steps.evaluate.outputs["evaluation"], registry_uri=registry_uri, notes=registry_notes,
-            ).set_display_name("register").set_caching_options(False)
+        add_gated_registration(steps.train.outputs["model"], steps.evaluate, steps.export, steps.registration_gate,
+                               registry_uri, registry_notes)
         # The registered version cannot be an output: a task inside dsl.If gives one only through dsl.OneOf, which
         # needs a dsl.Else branch; the local runner reads it from the registry instead.
         return TrainingOutputs(**steps.outputs())
