@@ -22,6 +22,7 @@ help:
 	@echo "make test           run the test suite"
 	@echo "make compile        regenerate the compiled pipeline YAML under pipelines/"
 	@echo "make compile-check  fail if a committed pipeline YAML is stale"
+	@echo "make check-manifests checkov over manifests/ and the restricted Pod Security Standard (tests/test_checkov.py)"
 	@echo "make serve          serve the newest local model with KServe on :8080 (REST) and :8081 (gRPC)"
 	@echo "make bench-train    training benchmark (JSON in runs/bench/bench_train.json)"
 	@echo "make bench-serve    serving benchmark on the newest local model (JSON in runs/bench/bench_serve.json)"
@@ -79,6 +80,20 @@ bench-drift: install
 
 bench-quality: install
 	$(VENV)/bin/textclf bench-quality $(BENCH_QUALITY_ARGS)
+
+# checkov in its own virtual environment: its pins would downgrade boto3/botocore/packaging in $(VENV).
+# tests/test_checkov.py runs it over manifests/ (the exceptions and their reasons: manifests/.checkov.yaml).
+CHECKOV_VENV ?= .venv-checkov
+CHECKOV_PIN ?= checkov==3.3.30
+.PHONY: checkov check-manifests
+checkov: $(CHECKOV_VENV)/bin/checkov
+
+$(CHECKOV_VENV)/bin/checkov:
+	@test -x $(CHECKOV_VENV)/bin/python || $(PYTHON_BIN) -m venv $(CHECKOV_VENV)
+	@$(CHECKOV_VENV)/bin/python -m pip install $(PIP_QUIET) "$(CHECKOV_PIN)"
+
+check-manifests: install checkov
+	$(PY) -m pytest tests/test_checkov.py $(PYTEST_ARGS)
 
 clean:
 	rm -rf runs local_outputs .pytest_cache

@@ -445,7 +445,11 @@ def test_monitor_manifests_validate_and_are_locked_down():
     resources = render(MONITOR)
     by_kind = {(r["kind"], r["metadata"]["name"]): r for r in resources}
     assert {kind for kind, _ in by_kind} == {"ServiceAccount", "Role", "RoleBinding", "PersistentVolumeClaim",
-                                             "Deployment", "Service"}
+                                             "Deployment", "Service", "NetworkPolicy"}
+    policy = by_kind[("NetworkPolicy", "textclf-drift-monitor")]["spec"]
+    selected = by_kind[("Deployment", "textclf-drift-monitor")]["spec"]["template"]["metadata"]["labels"]
+    assert policy["podSelector"]["matchLabels"].items() <= selected.items()  # it applies to the monitor's pod
+    assert [p["port"] for rule in policy["ingress"] for p in rule["ports"]] == [9090]  # its one port
     for resource in resources:
         assert core_errors(resource) == [], f"{resource['kind']} {resource['metadata']['name']}"
     deployment = by_kind[("Deployment", "textclf-drift-monitor")]
