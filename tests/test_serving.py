@@ -260,6 +260,26 @@ def test_bundle_metadata_and_model_version(tmp_path):
     assert ids == [2, 4, 5, 6, 3], "truncated to max_length, special tokens kept"
 
 
+@pytest.mark.parametrize("damage", ["truncated", "bit-flipped"])
+def test_a_damaged_model_file_is_refused_by_its_sha256_at_load(exported_tiny_model, tmp_path, damage):
+    """The export stage records each ONNX file's sha256; the server refuses to load a file that does not match."""
+    import shutil
+
+    root = tmp_path / "bundle"
+    shutil.copytree(exported_tiny_model, root)
+    assert load_bundle(root).onnx_path(Precision.INT8).is_file()  # intact: accepted
+    model = root / Precision.INT8.onnx_file
+    data = bytearray(model.read_bytes())
+    if damage == "truncated":
+        data = data[: len(data) - 100]
+    else:
+        data[len(data) // 2] ^= 0x01
+    model.write_bytes(bytes(data))
+    with pytest.raises(BundleError, match="sha256 .* is not the .* recorded in export_metadata.json"):
+        load_bundle(root).onnx_path(Precision.INT8)
+    assert load_bundle(root).onnx_path(Precision.FP32).is_file()  # the other file is still intact
+
+
 def test_bundle_text_profile_is_read_and_applied_to_requests(tmp_path):
     from textclf.serving.codec import tokenise
     from textclf.text import TextProfile

@@ -13,7 +13,7 @@ from typing import Any
 from tokenizers import Tokenizer
 
 from textclf.serving.config import Precision
-from textclf.provenance import read_json_object
+from textclf.provenance import read_json_object, sha256_file
 from textclf.serving.contract import (
     CASCADE_FILE,
     CLASSICAL_METADATA_FILE,
@@ -101,13 +101,22 @@ class ExportBundle:
             The model file inside the bundle.
 
         Raises:
-            BundleError: The file is missing.
+            BundleError: The file is missing, or its sha256 is not the one the export stage recorded in
+                ``export_metadata.json`` (a truncated, corrupted or swapped file is never loaded).
         """
         path = self.root / precision.onnx_file
         if not path.is_file():
             raise BundleError(
                 f"{self.root}: {precision.onnx_file} not found (needed for --precision {precision.value})"
             )
+        recorded = self.file_sha256.get(precision.onnx_file)
+        if recorded:
+            actual = sha256_file(path)
+            if actual != recorded:
+                raise BundleError(
+                    f"{path}: sha256 {actual[:16]}... is not the {recorded[:16]}... recorded in {METADATA_FILE}; "
+                    "the file is truncated, corrupted or not the exported one: download or re-export the bundle"
+                )
         return path
 
     def model_version(self, precision: Precision) -> str:
