@@ -30,6 +30,7 @@ from textclf.evaluate.calibration import (
 )
 from textclf.evaluate.evaluate import expected_calibration_error, softmax
 from textclf.export.export import calibration_metadata, export_model
+from textclf.provenance import sha256_file
 from textclf.serving.bundle import BundleError, load_bundle
 from textclf.serving.config import Precision, ServingConfig
 from textclf.serving.contract import METADATA_FILE, TEMPERATURE_KEY
@@ -183,6 +184,11 @@ def write_tiny_onnx(path: Path, vocab_size: int = 8, classes: int = 4) -> np.nda
                      numpy_helper.from_array(np.array([2]), "last")],
     )
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=10), str(path))
+    metadata_path = path.parent / "export_metadata.json"
+    if metadata_path.is_file():  # record the file's hash, as the export stage does: the server checks it at load
+        metadata = json.loads(metadata_path.read_text())
+        metadata.setdefault("files", {})[path.name] = sha256_file(path)
+        metadata_path.write_text(json.dumps(metadata))
     return table
 
 

@@ -29,7 +29,7 @@ def test_compiled_yaml_is_valid_ir_and_loads_back(pipeline):
 
     documents = list(yaml.safe_load_all(pipeline.path.read_text()))
     spec = json_format.ParseDict(documents[0], pipeline_spec_pb2.PipelineSpec())
-    model_steps = {"ingest-op", "validate-split-op", "train-op", "evaluate-op", "export-op"}
+    model_steps = {"ingest-op", "validate-split-op", "train-op", "evaluate-op", "export-op", "registration-gate-op"}
     expected = {  # top-level tasks; condition-N are the dsl.If / dsl.Else branches
         "training": model_steps | {"condition-1"},
         "training-gpu": model_steps | {"condition-1"},

@@ -241,7 +241,7 @@ def test_config_rejects_what_triton_would_refuse(kwargs, message):
 def test_corrupted_onnx_is_refused(bundle, tmp_path):
     with open(bundle / "model.onnx", "ab") as handle:
         handle.write(b"\0")
-    with pytest.raises(BundleError, match=r"model.onnx: sha256 .* differs from .* recorded at export"):
+    with pytest.raises(BundleError, match=r"model.onnx: sha256 .* is not the .* recorded in export_metadata.json"):
         write_triton_repository(bundle, tmp_path / "repo")
     assert not (tmp_path / "repo" / "textclf").exists()
 
