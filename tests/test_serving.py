@@ -668,6 +668,28 @@ def test_v2_grpc_with_kserve_client(server, ag_news_texts):
 
 
 @pytest.mark.slow
+def test_model_control_is_off_over_rest_and_grpc(server):
+    """One request must not take the served model away while the pod still reports ready."""
+    import grpc
+    import httpx
+    from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
+    from kserve.protocol.grpc.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceStub
+
+    for action in ("load", "unload"):
+        answer = httpx.post(f"{server.http}/v2/repository/models/textclf/{action}", timeout=30)
+        assert answer.status_code == 400
+        assert f"model control is disabled on this server: cannot {action} 'textclf'" in answer.json()["error"]
+    with grpc.insecure_channel(f"{LOOPBACK}:{server.grpc_port}") as channel:
+        stub = GRPCInferenceServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as excinfo:
+            stub.RepositoryModelUnload(pb.RepositoryModelUnloadRequest(model_name="textclf"), timeout=30)
+        assert excinfo.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert stub.ModelReady(pb.ModelReadyRequest(name="textclf"), timeout=30).ready
+    assert httpx.get(f"{server.http}/v2/models/textclf/ready", timeout=30).json()["ready"]
+    assert v1_predict(server, ["Stocks fell on Monday"])["predictions"][0]["label"]
+
+
+@pytest.mark.slow
 @requires_ag_news
 def test_fp32_predictor_is_ready_only_after_load_and_matches_offline(exported_tiny_model, ag_news_texts):
     from textclf.serving.predictor import TextClassifierPredictor

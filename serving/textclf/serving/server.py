@@ -11,8 +11,10 @@ import kserve.model_server
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from kserve.errors import InvalidInput
 from kserve.model_server import app as kserve_rest_app
 from kserve.predictor_config import PredictorConfig
+from kserve.protocol.model_repository_extension import ModelRepositoryExtension
 
 from textclf.serving.config import ServingConfig
 
@@ -36,6 +38,30 @@ async def request_validation_error_handler(_request: Request, exc: RequestValida
         f"{'.'.join(str(part) for part in error.get('loc', ()))}: {error.get('msg', '')}" for error in exc.errors()
     )
     return JSONResponse(status_code=HTTPStatus.BAD_REQUEST, content={"error": f"invalid request body: {problems}"})
+
+
+class NoModelControl(ModelRepositoryExtension):
+    """KServe's V2 model-repository extension with model control off, as Triton's default
+    (``--model-control-mode=none``): the index still lists the served model, and ``load``/``unload`` (REST
+    ``POST /v2/repository/models/{name}/load|unload``, gRPC ``RepositoryModelLoad|Unload``) are refused with 400 /
+    ``INVALID_ARGUMENT``.
+
+    This server serves one model from its bundle. With KServe's default extension one unauthenticated request unloads
+    it while ``/v2/health/ready`` still answers 200, so Kubernetes keeps routing traffic to a pod that answers 404 to
+    every prediction (found by the fuzzer, tests/test_fuzz.py). A new model is a new revision of the
+    InferenceService, never a call on the data plane.
+    """
+
+    @staticmethod
+    def refusal(action: str, model_name: str) -> InvalidInput:
+        return InvalidInput(f"model control is disabled on this server: cannot {action} {model_name!r}; it serves "
+                            "one model from its bundle (roll out a new InferenceService revision to change it)")
+
+    async def load(self, model_name: str) -> None:
+        raise self.refusal("load", model_name)
+
+    async def unload(self, model_name: str) -> None:
+        raise self.refusal("unload", model_name)
 
 
 class SageMakerRoutes:
@@ -107,7 +133,7 @@ def build_model_server(config: ServingConfig, options: argparse.Namespace) -> ks
             predictor_request_retries=options.predictor_request_retries,
             predictor_health_check=options.enable_predictor_health_check,
         )
-    return kserve.ModelServer(
+    server = kserve.ModelServer(
         http_port=config.http_port, grpc_port=config.grpc_port, enable_grpc=config.enable_grpc,
         workers=1,  # one process owns the micro-batcher and the ONNX session (the parser refuses other values)
         max_threads=options.max_threads, max_asyncio_workers=options.max_asyncio_workers,
@@ -116,6 +142,9 @@ def build_model_server(config: ServingConfig, options: argparse.Namespace) -> ks
         timeout_keep_alive=options.timeout_keep_alive, predictor_config=predictor_config,
         ssl_certfile=options.ssl_certfile, ssl_keyfile=options.ssl_keyfile,
     )
+    # Both the REST and the gRPC server take the extension from here when they start.
+    server.model_repository_extension = NoModelControl(model_registry=server.registered_models)
+    return server
 
 
 def serve(config: ServingConfig, options: argparse.Namespace, model: kserve.Model | None = None) -> None:
