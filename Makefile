@@ -30,6 +30,7 @@ help:
 	@echo "make bench-arxiv     arXiv CS production run: MiniLM with class weights vs TF-IDF, per-class F1 (runs/bench/bench_arxiv.json; hours)"
 	@echo "make bench-strategies one ablation row per training strategy, paired vs plain (runs/bench/bench_strategies.json; ~1 h)"
 	@echo "make bench-quality  teacher, TF-IDF, ensembles, distilled students side by side (runs/bench/bench_quality.json, .md; hours)"
+	@echo "make bench-reliability soak (32 clients, 10 min), kill -9 and other faults, fuzzing, on the newest local model (runs/bench/bench_reliability.json; ~45 min)"
 	@echo "make loop           the closed loop, scripted: train v1, serve, replay traffic, drift, retrain, gate (runs/loop)"
 
 install: $(STAMP)
@@ -118,6 +119,15 @@ bench-strategies: install
 .PHONY: bench-tune
 bench-tune: install
 	$(VENV)/bin/textclf bench-tune --output runs/bench/bench_tune.json $(BENCH_TUNE_ARGS)
+
+# Reliability: a 10-minute soak under 32 clients (errors, p99 and RSS per minute), kill -9 of the server and of the
+# drift monitor, concurrent registry writer processes, corrupted model files, an unreachable object store, and
+# >= 1,000 fuzzed requests per endpoint, on the newest `make run` (resumes by part). BENCH_RELIABILITY_ARGS e.g.
+# "--parts faults" or "--soak-seconds 120".
+BENCH_RELIABILITY_ARGS ?=
+.PHONY: bench-reliability
+bench-reliability: install
+	$(PY) -m textclf.benchmarks.reliability_bench $(BENCH_RELIABILITY_ARGS)
 
 # DDP benchmark: the train stage with 1 and 2 torchrun processes (gloo, CPU) on the same rows and global batch;
 # test accuracy and wall time of each in runs/bench/bench_ddp.json (resumes). The target's 6,000-row pilot takes
