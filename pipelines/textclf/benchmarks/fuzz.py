@@ -17,6 +17,9 @@ from hypothesis import HealthCheck, Phase, Verbosity, given, settings
 from hypothesis.errors import Unsatisfiable
 from hypothesis import strategies as st
 
+from textclf.serving.contract import INPUT_IDS
+from textclf.serving.inputs import V2_TEXT_INPUT
+
 #: Arbitrary JSON documents (also NaN, which json.dumps writes as the non-standard ``NaN``).
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=40),
@@ -30,7 +33,7 @@ V1_BODIES = st.fixed_dictionaries({"instances": st.lists(
     TEXTS | st.fixed_dictionaries({"text": TEXTS | JSON}) | JSON, max_size=6)})
 #: V2 bodies: ``inputs`` tensors with real and wrong names, shapes, datatypes and data.
 V2_BODIES = st.fixed_dictionaries({"inputs": st.lists(st.fixed_dictionaries({
-    "name": st.sampled_from(["text", "input_ids", "x", ""]) | st.text(max_size=8),
+    "name": st.sampled_from([V2_TEXT_INPUT, INPUT_IDS, "x", ""]) | st.text(max_size=8),
     "shape": st.lists(st.integers(-2, 6), max_size=3),
     "datatype": st.sampled_from(["BYTES", "INT64", "FP32", "BOOL", "nonsense"]),
     "data": st.lists(TEXTS | st.integers() | JSON, max_size=6),

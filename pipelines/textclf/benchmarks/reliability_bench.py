@@ -43,6 +43,7 @@ import numpy as np
 from textclf.benchmarks.machine import machine_info
 from textclf.benchmarks.serve_bench import LOOPBACK, MODEL_NAME, free_port, wait_until_ready
 from textclf.provenance import git_commit, package_versions, read_json, write_json
+from textclf.serving.contract import INT8_ONNX_FILE, METADATA_FILE
 
 PARTS = ("faults", "fuzz", "soak")
 #: Targets (issue 17).
@@ -239,8 +240,11 @@ def monitor_counts(state_dir: Path) -> dict[str, int]:
     """What the monitor's state says it has read, checked and stored."""
     import sqlite3
 
-    state = read_json(state_dir / "state.json")
-    with sqlite3.connect(state_dir / "predictions.sqlite") as db:
+    from textclf.monitor.service import STATE_FILE
+    from textclf.monitor.store import STORE_FILE
+
+    state = read_json(state_dir / STATE_FILE)
+    with sqlite3.connect(state_dir / STORE_FILE) as db:
         stored = db.execute("SELECT COUNT(*) FROM predictions").fetchone()[0]
     return {"rows_read": state["rows_read"], "pending": len(state["pending"]), "checks": state["checks"],
             "stored_predictions": stored, "malformed_lines": state["malformed_lines"]}
@@ -355,7 +359,7 @@ def registry_concurrent_writers(artifacts: dict[str, Path], work: Path, writers:
     """``writers`` processes register the same run's artifacts and promote their version at the same time."""
     from textclf.provenance import sha256_file
     from textclf.registry.metadata import ArtifactDirs
-    from textclf.registry.registry import PRODUCTION, ModelRegistry
+    from textclf.registry.registry import PRODUCTION, VERSIONS, ModelRegistry
     from textclf.storage import Store
 
     root = work / "registry"
@@ -375,9 +379,9 @@ def registry_concurrent_writers(artifacts: dict[str, Path], work: Path, writers:
     registry = ModelRegistry(store.root, store=store)
     listed = registry.list_versions()
     index = registry.index()
-    source = sha256_file(dirs.onnx_model / "model.int8.onnx")
-    intact = [sha256_file(root / "versions" / row["version"] / "onnx_model" / "model.int8.onnx") == source
-              for row in listed] if (root / "versions").is_dir() else []
+    source = sha256_file(dirs.onnx_model / INT8_ONNX_FILE)
+    intact = [sha256_file(root / VERSIONS / row["version"] / "onnx_model" / INT8_ONNX_FILE) == source
+              for row in listed] if (root / VERSIONS).is_dir() else []
     return {
         "writers": writers, "seconds": seconds, "outcomes": outcomes,
         "versions": [row["version"] for row in listed], "history": len(index.get("history", [])),
@@ -407,7 +411,7 @@ def corrupted_model_files(bundle: Path, work: Path) -> dict[str, Any]:
         copy = work / f"bundle-{case}"
         shutil.rmtree(copy, ignore_errors=True)
         shutil.copytree(bundle, copy)
-        onnx = copy / "model.int8.onnx"
+        onnx = copy / INT8_ONNX_FILE
         data = bytearray(onnx.read_bytes())
         if case == "truncated":
             data = data[: len(data) // 2]
@@ -415,7 +419,7 @@ def corrupted_model_files(bundle: Path, work: Path) -> dict[str, Any]:
             data[len(data) // 3] ^= 0x10
         onnx.write_bytes(bytes(data))
         result = _refused_at_start(server_command(copy, free_port(), None), work / f"{case}-server.log")
-        result["passed"] = result["exit_code"] != 0 and "recorded in export_metadata.json" in result["error"]
+        result["passed"] = result["exit_code"] != 0 and f"recorded in {METADATA_FILE}" in result["error"]
         cases[case] = result
         shutil.rmtree(copy)
     return cases
@@ -493,7 +497,7 @@ def run_reliability_benchmark(output: Path, work: Path, bundle: Path, model_dir:
     """
     import pandas as pd
 
-    from textclf.monitor.reference import reference_from_splits, save_reference
+    from textclf.monitor.reference import META_FILE, reference_from_splits, save_reference
 
     settings = {"bundle": str(bundle), "parts": list(parts), "soak_seconds": soak_seconds,
                 "soak_clients": soak_clients, "fuzz_examples": fuzz_examples, "minute_s": minute_s}
@@ -505,7 +509,7 @@ def run_reliability_benchmark(output: Path, work: Path, bundle: Path, model_dir:
     work.mkdir(parents=True, exist_ok=True)
     texts = pd.read_parquet(splits_dir / "test.parquet")["text"].tolist()
     reference = work / "reference"
-    if not (reference / "reference.json").is_file():
+    if not (reference / META_FILE).is_file():
         save_reference(reference_from_splits(splits_dir, bundle, sample_size=1000, seed=0), reference)
     artifacts = {"model": model_dir, "onnx_model": bundle, "evaluation": evaluation_dir}
     for part in parts:
