@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from textclf.benchmarks.machine import machine_info
-from textclf.benchmarks.serve_bench import LOOPBACK, MODEL_NAME, free_port, wait_until_ready
+from textclf.benchmarks.serve_bench import LOOPBACK, MODEL_NAME, free_port, stop_process, wait_until_ready
 from textclf.provenance import git_commit, package_versions, read_json, write_json
 from textclf.serving.contract import INT8_ONNX_FILE, METADATA_FILE
 
@@ -85,17 +85,7 @@ def running_server(model_dir: str | Path, work: Path, name: str, request_log: Pa
             wait_until_ready(process, f"{server.http}/v2/health/ready")
             yield server
         finally:
-            stop(process)
-
-
-def stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=30)
+            stop_process(process)
 
 
 def rss_mb(pid: int) -> float | None:
@@ -293,7 +283,7 @@ def server_killed_under_load(bundle: Path, texts: list[str], reference: Path, wo
         wait_for(lambda: _monitor_read(state_dir, lines["valid"]), 120, "the monitor to read the whole log")
         counts = monitor_counts(state_dir)
     finally:
-        stop(monitor)
+        stop_process(monitor)
     return {
         "requests_answered_before_kill": answered_before,
         "requests_failed_by_the_kill": len(load["ok"]) - answered_before,
@@ -322,7 +312,7 @@ def monitor_killed_mid_window(bundle: Path, texts: list[str], reference: Path, w
             monitor.send_signal(signal.SIGKILL)
             monitor.wait(timeout=30)
         finally:
-            stop(monitor)
+            stop_process(monitor)
         send(server.predict_url, texts, half, start=half)
     lines = log_lines(request_log)
     monitor = subprocess.Popen(monitor_command(request_log, reference, state_dir),
@@ -331,7 +321,7 @@ def monitor_killed_mid_window(bundle: Path, texts: list[str], reference: Path, w
         wait_for(lambda: _monitor_read(state_dir, lines["valid"]), 120, "the restarted monitor to catch up")
         after = monitor_counts(state_dir)
     finally:
-        stop(monitor)
+        stop_process(monitor)
     return {
         "killed_with": before, "after_restart": after, "log": lines,
         "passed": (before["pending"] > 0 and after["rows_read"] == after["stored_predictions"] == lines["valid"]

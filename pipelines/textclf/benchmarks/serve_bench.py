@@ -190,12 +190,18 @@ def running_server(spec: ServerSpec, log_path: Path) -> Iterator[str]:
             wait_until_ready(process, f"http://{LOOPBACK}:{port}/v1/models/{MODEL_NAME}")
             yield f"http://{LOOPBACK}:{port}/v1/models/{MODEL_NAME}:predict"
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=30)
+            stop_process(process)
+
+
+def stop_process(process: subprocess.Popen) -> None:
+    """SIGTERM, then SIGKILL after 30 s; nothing when it has already exited."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=30)
 
 
 async def _drive_load(url: str, texts: list[str], concurrency: int, seconds: float) -> dict[str, Any]:
