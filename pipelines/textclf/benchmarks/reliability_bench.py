@@ -68,9 +68,12 @@ class Server:
 
 
 def server_command(model_dir: str | Path, http_port: int, request_log: Path | None) -> list[str]:
-    command = [sys.executable, "-m", "textclf.serving", "--model-dir", str(model_dir), "--model-name", MODEL_NAME,
-               "--precision", "int8", "--http-port", str(http_port), "--grpc-port", str(free_port())]
-    return command + (["--request-log", str(request_log)] if request_log is not None else [])
+    """``python -m textclf.serving`` on ``model_dir`` (INT8), its arguments from :meth:`ServingConfig.to_args`."""
+    from textclf.serving.config import Precision, ServingConfig
+
+    config = ServingConfig(model_dir=str(model_dir), model_name=MODEL_NAME, precision=Precision.INT8,
+                           http_port=http_port, grpc_port=free_port(), request_log=request_log)
+    return [sys.executable, "-m", "textclf.serving", *config.to_args()]
 
 
 @contextmanager
