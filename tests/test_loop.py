@@ -158,8 +158,13 @@ def test_storage_uri_maps_to_the_local_registry_and_the_server_gets_the_runtime_
     assert command[1:3] == ("-m", "textclf.serving") and "--model-name=textclf" in command
     assert command.index("--precision=fp32") > command.index("--precision=int8")  # the ISVC's args come later
     assert precision_of(command) == "fp32"
-    assert command[-7:] == ("--model-dir", str(tmp_path / "bundle"), "--http-port", "{port}", "--no-grpc",
-                            "--request-log", str(tmp_path / "r.jsonl"))
+    assert command[-4:] == (f"--model-dir={tmp_path / 'bundle'}", "--no-grpc", f"--request-log={tmp_path / 'r.jsonl'}",
+                            "--http-port={port}")
+    from textclf.serving.__main__ import build_parser, parse_command_line
+
+    config, _ = parse_command_line(build_parser(), [arg.replace("{port}", "1234") for arg in command[3:]])
+    assert (config.model_dir, config.precision.value, config.http_port, config.enable_grpc, config.request_log) == (
+        str(tmp_path / "bundle"), "fp32", 1234, False, tmp_path / "r.jsonl")  # the server reads the later flags
 
 
 def test_rollout_asks_the_monitor_for_the_versions_the_servers_log(tmp_path):

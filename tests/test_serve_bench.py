@@ -68,6 +68,27 @@ def test_summary_without_candidates_keeps_the_int8_verdict():
     assert "candidates" not in summary and summary["targets"]["zero_errors"] is False
 
 
+def test_server_specs_are_server_command_lines_the_server_parses_back(tmp_path):
+    """Every one of our servers is started from ServingConfig.to_args, with the port left for running_server."""
+    from textclf.benchmarks.serve_bench import PORT, BenchModels, server_specs
+    from textclf.serving.__main__ import build_parser, parse_command_line
+
+    models = BenchModels(tmp_path / "model", tmp_path / "onnx", tmp_path / "student", (tmp_path / "cascade",))
+    specs = {spec.name: spec for spec in server_specs(models)}
+    assert list(specs) == ["noop", "onnx-int8", "onnx-fp32", "hf-pytorch-fp32", "student-int8", "cascade-cascade"]
+    assert [name for name, spec in specs.items() if spec.candidate] == ["student-int8", "cascade-cascade"]
+    for name, spec in specs.items():
+        assert spec.command.count(PORT) + sum(arg.endswith(f"={PORT}") for arg in spec.command) == 1, name
+        if name == "hf-pytorch-fp32":
+            continue
+        config, _ = parse_command_line(build_parser(), [arg.replace(PORT, "1234") for arg in spec.command[3:]])
+        served = {"noop": "onnx", "onnx-int8": "onnx", "onnx-fp32": "onnx", "student-int8": "student",
+                  "cascade-cascade": "cascade"}[name]
+        assert (config.model_dir, config.model_name, config.http_port, config.enable_grpc) == (
+            str(tmp_path / served), "textclf", 1234, False), name
+        assert config.precision.value == ("fp32" if name == "onnx-fp32" else "int8"), name
+
+
 @pytest.mark.slow
 @requires_ag_news
 def test_noop_server_answers_through_our_server_and_served_accuracy_counts_every_text(exported_tiny_model,

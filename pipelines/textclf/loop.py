@@ -327,8 +327,12 @@ def predictor_command(model: Mapping[str, Any], name: str, model_dir: Path, requ
     """The server process of one revision: ``python -m textclf.serving`` with the runtime's args, then the
     InferenceService's ``model.args`` (KServe concatenates them; a later flag wins), then what the stand-in changes:
     the local model directory for ``/mnt/models``, a free HTTP port (``{port}``), no gRPC, a request log."""
+    from textclf.benchmarks.serve_bench import serving_args
+    from textclf.serving.config import ServingConfig
+
+    local = ServingConfig(model_dir=str(model_dir), enable_grpc=False, request_log=request_log)
     return (sys.executable, "-m", "textclf.serving", *runtime_args(name), *(str(a) for a in model.get("args") or ()),
-            "--model-dir", str(model_dir), "--http-port", "{port}", "--no-grpc", "--request-log", str(request_log))
+            *serving_args(local, fields=("model_dir", "enable_grpc", "request_log")))
 
 
 def precision_of(args: Sequence[str], default: str = "int8") -> str:

@@ -40,6 +40,8 @@ from textclf.provenance import git_commit, package_versions, write_json
 LOOPBACK = "127.0.0.1"
 CONCURRENCIES = (1, 8, 32)
 MODEL_NAME = "textclf"
+#: Placeholder for the HTTP port in a :class:`ServerSpec` command; :func:`running_server` picks a free port.
+PORT = "{port}"
 #: Requests sent before timing starts (connection set-up, allocator warm-up).
 WARMUP_REQUESTS = 20
 TEST_TEXTS = 2000
@@ -79,7 +81,7 @@ class ServerSpec:
 
     Attributes:
         name: Key in the results.
-        command: Command line; ``{port}`` is replaced by the HTTP port.
+        command: Command line; :data:`PORT` is replaced by the HTTP port.
         bundle: The bundle it serves (for the no-HTTP ceiling), None for the baseline and the no-op server.
         candidate: A faster model measured against the 6-layer INT8 server's targets (student, cascade).
     """
@@ -108,24 +110,33 @@ def server_specs(models: BenchModels) -> list[ServerSpec]:
         One spec per server.
     """
 
-    def ours(bundle: Path, module: str = "textclf.serving") -> tuple[str, ...]:
-        return (sys.executable, "-m", module, "--model-dir", str(bundle), "--model-name", MODEL_NAME,
-                "--http-port", "{port}", "--no-grpc")
+    from textclf.serving.config import ServingConfig
+
+    def ours(bundle: Path, precision: str = "int8", module: str = "textclf.serving") -> tuple[str, ...]:
+        config = ServingConfig(model_dir=str(bundle), model_name=MODEL_NAME, precision=precision, enable_grpc=False)
+        return (sys.executable, "-m", module, *serving_args(config))
 
     specs = [
-        ServerSpec("noop", (*ours(models.onnx_dir, "textclf.benchmarks.noop_server"), "--precision", "int8")),
-        ServerSpec("onnx-int8", (*ours(models.onnx_dir), "--precision", "int8"), models.onnx_dir),
-        ServerSpec("onnx-fp32", (*ours(models.onnx_dir), "--precision", "fp32"), models.onnx_dir),
+        ServerSpec("noop", ours(models.onnx_dir, module="textclf.benchmarks.noop_server")),
+        ServerSpec("onnx-int8", ours(models.onnx_dir), models.onnx_dir),
+        ServerSpec("onnx-fp32", ours(models.onnx_dir, "fp32"), models.onnx_dir),
         ServerSpec("hf-pytorch-fp32", (sys.executable, "-m", "textclf.benchmarks.hf_baseline_server",
-                                       "--model-dir", str(models.model_dir), "--http-port", "{port}")),
+                                       "--model-dir", str(models.model_dir), "--http-port", PORT)),
     ]
     if models.student_dir is not None:
-        specs.append(ServerSpec("student-int8", (*ours(models.student_dir), "--precision", "int8"),
-                                models.student_dir, candidate=True))
+        specs.append(ServerSpec("student-int8", ours(models.student_dir), models.student_dir, candidate=True))
     for cascade in models.cascade_dirs:
-        specs.append(ServerSpec(f"cascade-{cascade.name}", (*ours(cascade), "--precision", "int8"), cascade,
-                                candidate=True))
+        specs.append(ServerSpec(f"cascade-{cascade.name}", ours(cascade), cascade, candidate=True))
     return specs
+
+
+def serving_args(config: Any, fields: tuple[str, ...] | None = None) -> tuple[str, ...]:
+    """``config.to_args(fields)`` (a :class:`textclf.serving.config.ServingConfig`: the serving package's one list of
+    server arguments) with the HTTP port left as :data:`PORT`, which :func:`running_server` fills with a free one."""
+    from textclf.serving.config import SERVER_FLAGS
+
+    flag = SERVER_FLAGS["http_port"]
+    return (*(arg for arg in config.to_args(fields) if not arg.startswith(f"{flag}=")), f"{flag}={PORT}")
 
 
 def load_test_rows(dataset_dir: Path, limit: int = TEST_TEXTS) -> tuple[list[str], list[str]]:
@@ -182,7 +193,7 @@ def running_server(spec: ServerSpec, log_path: Path) -> Iterator[str]:
         The V1 predict URL.
     """
     port = free_port()
-    command = [part.replace("{port}", str(port)) for part in spec.command]
+    command = [part.replace(PORT, str(port)) for part in spec.command]
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("wb") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
