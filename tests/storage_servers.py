@@ -8,7 +8,6 @@ session and is stopped by its PID at the end; no test sends traffic anywhere but
 from __future__ import annotations
 
 import json
-import socket
 import ssl
 import subprocess
 import sys
@@ -22,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from textclf.ports import free_port
 from textclf.storage import GcsConfig, RetryConfig, S3Config, Store
 
 HOST = "127.0.0.1"
@@ -62,13 +62,6 @@ class GcsServer:
                         chunk_size=256 << 10, retry=FAST_RETRY)
         settings.update(changes)
         return GcsConfig(**settings)
-
-
-def free_port() -> int:
-    """A TCP port of 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as probe:
-        probe.bind((HOST, 0))
-        return probe.getsockname()[1]
 
 
 def wait_until_answering(url: str, process: subprocess.Popen, timeout_s: float = 60.0) -> None:

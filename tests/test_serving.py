@@ -10,7 +10,6 @@ import hashlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ from kserve.errors import InvalidInput
 from kserve.protocol.infer_type import InferInput, InferOutput, InferRequest, InferResponse
 
 from conftest import read_ag_news, requires_ag_news
+from textclf.ports import LOOPBACK, free_port
 from textclf.serving.batcher import MicroBatcher
 from textclf.serving.bundle import BundleError, load_bundle
 from textclf.serving.codec import length_groups, pad, softmax, v1_response, v2_response
@@ -34,7 +34,6 @@ from textclf.text import NORMALISATION_VERSION, normalise_text
 
 LABELS = ("World", "Sports", "Business", "Sci/Tech")
 LIMITS = InputLimits(max_instances=4, max_text_bytes=64)
-LOOPBACK = "127.0.0.1"
 
 
 # ---------------------------------------------------------------------------------------------------- micro-batcher
@@ -491,12 +490,6 @@ def test_transformer_tokenises_for_triton_and_formats_triton_logits(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------ the server (slow, real)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((LOOPBACK, 0))
-        return sock.getsockname()[1]
 
 
 @dataclass

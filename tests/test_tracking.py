@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import socket
 import subprocess
 import sys
 import time
@@ -16,16 +15,11 @@ import pytest
 from conftest import requires_ag_news
 
 from textclf.config import TrainConfig
+from textclf.ports import free_port
 from textclf.train import train_model
 from textclf.train.tracking import TrackingConfig, log_model, mlflow_reachable, tracking_callbacks
 
 SHORT = TrainConfig(epochs=0.25, batch_size=8, max_length=32, checkpoint_steps=5, early_stopping_patience=0, seed=3)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

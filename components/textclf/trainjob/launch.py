@@ -6,7 +6,6 @@ from __future__ import annotations
 import collections
 import json
 import logging
-import socket
 import subprocess
 import sys
 from collections.abc import Callable
@@ -14,6 +13,7 @@ from pathlib import Path
 
 from textclf.config import TrainConfig
 from textclf.errors import ConfigError, TextclfError
+from textclf.ports import free_port
 from textclf.trainjob.config import DistributedConfig
 
 log = logging.getLogger(__name__)
@@ -47,17 +47,11 @@ def worker_command(distributed: DistributedConfig, worker_args: list[str], *, lo
     if local:
         launcher = [python, "-m", "torch.distributed.run", "--nnodes", "1",
                     "--nproc-per-node", str(distributed.procs_per_node)]
-        port = distributed.master_port or _free_port()
+        port = distributed.master_port or free_port()
         launcher += ["--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--max-restarts", "0"]
     else:
         launcher = ["torchrun"]
     return [*launcher, "-m", WORKER_MODULE, *worker_args]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def check_distributed(config: TrainConfig, distributed: DistributedConfig) -> None:

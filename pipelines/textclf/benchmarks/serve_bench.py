@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -35,9 +34,9 @@ from typing import Any
 import numpy as np
 
 from textclf.benchmarks.machine import machine_info
+from textclf.ports import LOOPBACK, free_port
 from textclf.provenance import git_commit, package_versions, write_json
 
-LOOPBACK = "127.0.0.1"
 CONCURRENCIES = (1, 8, 32)
 MODEL_NAME = "textclf"
 #: Placeholder for the HTTP port in a :class:`ServerSpec` command; :func:`running_server` picks a free port.
@@ -90,13 +89,6 @@ class ServerSpec:
     command: tuple[str, ...]
     bundle: Path | None = None
     candidate: bool = False
-
-
-def free_port() -> int:
-    """A currently free TCP port on the loopback interface."""
-    with socket.socket() as sock:
-        sock.bind((LOOPBACK, 0))
-        return sock.getsockname()[1]
 
 
 def server_specs(models: BenchModels) -> list[ServerSpec]:
