@@ -439,6 +439,11 @@ def test_bench_settings_are_checked_and_recorded():
         TuneBenchSettings(dataset_uri="/data", search_space='{"momentum": {"low": 0.1, "high": 0.9}}')
     with pytest.raises(ConfigError, match="n_trials"):
         TuneBenchSettings(dataset_uri="/data", n_trials=0)
+    bf16 = TuneBenchSettings(dataset_uri="/data", precision="bf16")  # every trial and both retrained models
+    assert bf16.base_config.precision == "bf16" and settings.base_config.precision == TrainConfig().precision
+    assert bf16.key() != settings.key()
+    with pytest.raises(ConfigError, match="precision"):
+        TuneBenchSettings(dataset_uri="/data", precision="fp8")
 
 
 def test_bench_does_not_retrain_when_the_defaults_win():

@@ -47,6 +47,8 @@ class TuneBenchSettings:
         checkpoint_steps: Steps between validation evaluations (the pruner's reports).
         max_length: Token limit.
         tune_seed: Seed of the TPE sampler.
+        precision: Training precision of every trial and of both retrained models (TrainConfig's ``precision``:
+            ``bf16`` autocast is 1.6x faster on a CPU with ``avx512_bf16`` and measured neutral on AG News).
         search_space: The searched parameters (JSON form); empty: the default space.
     """
 
@@ -58,6 +60,7 @@ class TuneBenchSettings:
     checkpoint_steps: int = 50
     max_length: int = TrainConfig.max_length
     tune_seed: int = TuneConfig.seed
+    precision: str = TrainConfig.precision
     search_space: str = ""
 
     def __post_init__(self) -> None:
@@ -74,7 +77,8 @@ class TuneBenchSettings:
 
     @property
     def base_config(self) -> TrainConfig:
-        return TrainConfig(max_length=self.max_length, checkpoint_steps=self.checkpoint_steps)
+        return TrainConfig(max_length=self.max_length, checkpoint_steps=self.checkpoint_steps,
+                           precision=self.precision)
 
     def key(self) -> str:
         """The settings' hash without the trial count: more trials extend the same study."""

@@ -149,7 +149,7 @@ def cmd_bench_tune(args: argparse.Namespace) -> int:
     settings = TuneBenchSettings(  # bad values fail here, before any work
         dataset_uri=args.dataset_uri or default_dataset_uri(), max_train_rows=args.max_train_rows,
         validation_fraction=args.validation_fraction, max_test_rows=args.max_test_rows, n_trials=args.trials,
-        checkpoint_steps=args.checkpoint_steps, max_length=args.max_length, tune_seed=args.tune_seed,
+        checkpoint_steps=args.checkpoint_steps, max_length=args.max_length, tune_seed=args.tune_seed, precision=args.precision,
         search_space=_search_space_text(args.search_space))
     result = run_tune_benchmark(settings, args.output, args.work_dir)
     print(json.dumps({key: result[key] for key in ("settings", "search", "validation", "meets_target")},
@@ -171,6 +171,7 @@ def _search_space_text(text: str | None) -> str:
 def add_bench_tune_command(subparsers: Any) -> None:
     """Add ``bench-tune`` (``make bench-tune``)."""
     from textclf.benchmarks.tune_bench import TuneBenchSettings
+    from textclf.config import Precision
 
     bench = subparsers.add_parser(
         "bench-tune", help="Optuna search vs the defaults: validation and full-test-set accuracy (hours; resumes)",
@@ -186,6 +187,8 @@ def add_bench_tune_command(subparsers: Any) -> None:
     bench.add_argument("--checkpoint-steps", type=int, default=TuneBenchSettings.checkpoint_steps)
     bench.add_argument("--max-length", type=int, default=TuneBenchSettings.max_length)
     bench.add_argument("--tune-seed", type=int, default=TuneBenchSettings.tune_seed)
+    bench.add_argument("--precision", default=TuneBenchSettings.precision, choices=[p.value for p in Precision],
+                       help="of every trial and both retrained models (bf16: autocast, needs avx512_bf16/amx_bf16)")
     bench.add_argument("--search-space", default=None, help="JSON (file or inline); default: the default space")
     bench.add_argument("--output", type=Path, default=Path("runs/bench/bench_tune.json"))
     bench.add_argument("--work-dir", type=Path, default=Path("runs/bench/tune"),
