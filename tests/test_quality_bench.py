@@ -18,7 +18,7 @@ from textclf.errors import ConfigError
 
 @pytest.mark.parametrize("bad", [{"teacher_epochs": 1.0}, {"distill_alpha": 1.5}, {"distill_temperature": 0.0},
                                  {"student_layers": (0,)}, {"ensemble_method": "median"}, {"speed_rounds": 0},
-                                 {"extra_teacher_seeds": (42,)}, {"extra_teacher_seeds": (7, 7)}])
+                                 {"extra_teacher_seeds": (42,)}, {"extra_teacher_seeds": (7, 7)}, {"precision": "fp8"}])
 def test_bad_settings_are_refused_before_any_work(bad):
     with pytest.raises(ConfigError):
         QualitySettings(dataset_uri="/data/ag_news_64k", **bad)
@@ -40,6 +40,12 @@ def test_the_work_directory_is_per_data_and_each_model_is_named_by_what_it_depen
     seeds = QualitySettings(dataset_uri="/data/ag_news_64k", extra_teacher_seeds=(7,)).model_dirs()
     assert seeds["teacher_s7"] == "teacher_e2_s7" and seeds["teacher"] == before["teacher"]
     assert seeds["ensemble"] != before["ensemble"] and seeds[student_name(3, False)] == before[student_name(3, False)]
+    bf16 = QualitySettings(dataset_uri="/data/ag_news_64k", precision="bf16")
+    assert bf16.data_key() == base.data_key() and bf16.train_config(2.0).precision == "bf16"
+    bf16_dirs = bf16.model_dirs()  # a bf16 transformer never stands in for an fp32 one; the TF-IDF model is shared
+    assert bf16_dirs["classical"] == before["classical"]
+    for transformer in ("teacher", "ensemble", "baseline", student_name(3, True), student_name(3, False)):
+        assert bf16_dirs[transformer] != before[transformer] and "bf16" in bf16_dirs[transformer], transformer
 
 
 def test_a_finished_step_is_not_run_again_and_other_settings_start_over(tmp_path):

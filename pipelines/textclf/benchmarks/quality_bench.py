@@ -45,6 +45,7 @@ from textclf.config import (
     EvaluateConfig,
     ExportConfig,
     IngestConfig,
+    Precision,
     SplitConfig,
     TrainConfig,
 )
@@ -84,6 +85,9 @@ class QualitySettings:
     ensemble_method: str = EnsembleConfig.method
     checkpoint_steps: int = 500
     seed: int = SplitConfig.seed
+    #: Training precision of every transformer (TrainConfig's ``precision``); not ``fp32``, it is in the name of
+    #: each transformer's directory, so models of two precisions never stand in for each other.
+    precision: str = TrainConfig.precision
     speed_seconds: float = 5.0
     speed_rounds: int = 3
     #: Also train the rows that only explain the targets' rows: the 1-epoch baseline and each labels-only student
@@ -96,6 +100,7 @@ class QualitySettings:
                               f"{self.teacher_epochs}")
         DistillConfig(temperature=self.distill_temperature, alpha=self.distill_alpha, init=self.student_init)
         EnsembleConfig(method=self.ensemble_method)
+        TrainConfig(precision=self.precision)
         for layers in self.student_layers:
             DistillConfig(student_layers=layers)
         seeds = [self.seed, *self.extra_teacher_seeds]
@@ -113,12 +118,13 @@ class QualitySettings:
 
     def model_dirs(self) -> dict[str, str]:
         """Table row name -> the directory (and step) name of its model, which spells what that model depends on."""
-        teacher = f"teacher_e{self.teacher_epochs:g}"
+        arithmetic = "" if self.precision == Precision.FP32.value else f"_{self.precision}"
+        teacher = f"teacher_e{self.teacher_epochs:g}{arithmetic}"
         ensemble = f"ensemble_of_{teacher}" + "".join(f"_s{seed}" for seed in self.extra_teacher_seeds)
-        dirs = {BASELINE: f"baseline_e{self.baseline_epochs:g}", TEACHER: teacher, CLASSICAL: CLASSICAL,
+        dirs = {BASELINE: f"baseline_e{self.baseline_epochs:g}{arithmetic}", TEACHER: teacher, CLASSICAL: CLASSICAL,
                 ENSEMBLE: ensemble}
         dirs.update({extra_teacher_name(seed): f"{teacher}_s{seed}" for seed in self.extra_teacher_seeds})
-        student = f"e{self.student_epochs:g}_lr{self.student_learning_rate:g}_{self.student_init}"
+        student = f"e{self.student_epochs:g}_lr{self.student_learning_rate:g}_{self.student_init}{arithmetic}"
         for layers in self.student_layers:
             dirs[student_name(layers, True)] = (
                 f"student_k{layers}_kd_T{self.distill_temperature:g}_a{self.distill_alpha:g}_{student}_"
@@ -128,7 +134,7 @@ class QualitySettings:
 
     def train_config(self, epochs: float, learning_rate: float = 0.0, seed: int | None = None) -> TrainConfig:
         return TrainConfig(epochs=epochs, learning_rate=learning_rate, checkpoint_steps=self.checkpoint_steps,
-                           seed=self.seed if seed is None else seed)
+                           seed=self.seed if seed is None else seed, precision=self.precision)
 
 
 def extra_teacher_name(seed: int) -> str:

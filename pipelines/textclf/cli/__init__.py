@@ -243,6 +243,7 @@ def cmd_bench_quality(args: argparse.Namespace) -> int:
         student_epochs=args.student_epochs, student_layers=tuple(args.student_layers),
         distill_temperature=args.distill_temperature, distill_alpha=args.distill_alpha,
         student_init=args.student_init, ensemble_method=args.ensemble_method, ablations=args.ablations,
+        precision=args.precision,
     )
     result = run_quality_benchmark(settings, args.output, args.work_dir)
     print(markdown(result))
@@ -343,6 +344,7 @@ def build_parser(with_pipeline_flags: bool = True, pipeline: str = DEFAULT_LOCAL
     bench.set_defaults(func=cmd_bench_train)
 
     from textclf.config import DistillConfig, EnsembleConfig
+    from textclf.config import Precision as TrainPrecision
 
     quality = commands.add_parser(
         "bench-quality", help="every model of the distillation pipeline side by side (hours on 2 cores; resumes)",
@@ -359,6 +361,8 @@ def build_parser(with_pipeline_flags: bool = True, pipeline: str = DEFAULT_LOCAL
     quality.add_argument("--distill-alpha", type=float, default=DistillConfig.alpha)
     quality.add_argument("--student-init", choices=[m.value for m in StudentInit], default=DistillConfig.init)
     quality.add_argument("--ensemble-method", choices=[m.value for m in EnsembleMethod], default=EnsembleConfig.method)
+    quality.add_argument("--precision", default=TrainConfig.precision, choices=[p.value for p in TrainPrecision],
+                         help="of every transformer trained (bf16: autocast, needs avx512_bf16/amx_bf16)")
     quality.add_argument("--no-ablations", dest="ablations", action="store_false",
                          help="train only the rows the targets are measured on (no 1-epoch baseline, no "
                          "labels-only students)")
