@@ -108,6 +108,9 @@ check-alerts: install
 # Optuna search (12 trials, 6,000 rows) vs the defaults, on validation and the full test set (hours on 2 cores;
 # resumes: the study is in SQLite under runs/bench/tune). BENCH_TUNE_ARGS e.g. "--trials 3 --max-train-rows 300".
 BENCH_TUNE_ARGS ?=
+# arXiv CS production run (issue 16): MiniLM with class weights vs TF-IDF (hours on 2 cores; resumes). The run in
+# docs/benchmarks.md: BENCH_ARXIV_ARGS="--precision bf16 --epochs 1" (20,000 rows, about 2 h 10 min).
+BENCH_ARXIV_ARGS ?=
 .PHONY: bench-arxiv
 bench-arxiv: install
 	$(PY) -m textclf.benchmarks.arxiv_bench $(BENCH_ARXIV_ARGS)
