@@ -149,7 +149,8 @@ def cmd_bench_tune(args: argparse.Namespace) -> int:
     settings = TuneBenchSettings(  # bad values fail here, before any work
         dataset_uri=args.dataset_uri or default_dataset_uri(), max_train_rows=args.max_train_rows,
         validation_fraction=args.validation_fraction, max_test_rows=args.max_test_rows, n_trials=args.trials,
-        checkpoint_steps=args.checkpoint_steps, max_length=args.max_length, tune_seed=args.tune_seed, precision=args.precision,
+        checkpoint_steps=args.checkpoint_steps, max_length=args.max_length, tune_seed=args.tune_seed,
+        precision=args.precision,
         search_space=_search_space_text(args.search_space))
     result = run_tune_benchmark(settings, args.output, args.work_dir)
     print(json.dumps({key: result[key] for key in ("settings", "search", "validation", "meets_target")},
