@@ -21,10 +21,10 @@ from pathlib import Path
 
 import pytest
 
-from textclf.ports import free_port
+from textclf.ports import LOOPBACK, free_port
 from textclf.storage import GcsConfig, RetryConfig, S3Config, Store
 
-HOST = "127.0.0.1"
+HOST = LOOPBACK
 VENV_BIN = Path(sys.executable).parent
 #: Small backoff so the retry tests finish in well under a second.
 FAST_RETRY = RetryConfig(attempts=3, initial_backoff_s=0.01, max_backoff_s=0.05, timeout_s=10.0)

@@ -41,7 +41,8 @@ from typing import Any
 import numpy as np
 
 from textclf.benchmarks.machine import machine_info
-from textclf.benchmarks.serve_bench import LOOPBACK, MODEL_NAME, free_port, stop_process, wait_until_ready
+from textclf.benchmarks.serve_bench import MODEL_NAME, stop_process, wait_until_ready
+from textclf.ports import LOOPBACK, free_port
 from textclf.provenance import git_commit, package_versions, read_json, write_json
 from textclf.serving.contract import INT8_ONNX_FILE, METADATA_FILE
 
