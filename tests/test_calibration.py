@@ -274,9 +274,9 @@ def test_server_serves_calibrated_probabilities_everywhere(calibrated_bundle, ex
         np.testing.assert_allclose(served, expected, atol=1e-5)
         metrics = httpx.get(f"{server.http}/metrics", timeout=30).text
         deadline = time.monotonic() + 10
-        while len(server.request_log.read_text().splitlines()) < len(texts) and time.monotonic() < deadline:
+        while len(server.logged()) < len(texts) and time.monotonic() < deadline:
             time.sleep(0.1)
-    logged = [json.loads(line) for line in server.request_log.read_text().splitlines()]
+    logged = [json.loads(line) for line in server.logged()]
     assert [line["text"] for line in logged] == texts
     np.testing.assert_allclose([[line["probabilities"][label] for label in labels] for line in logged], served,
                                atol=1e-7)

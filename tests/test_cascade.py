@@ -404,7 +404,7 @@ def test_cascade_server_answers_from_the_stage_the_rule_picks(halving_cascade, t
         served_count = int((stages == number).sum()) + int((stages[:2] == number).sum())  # before the pass
         assert metric_value(metrics_text, "textclf_cascade_answers_total", model_name="textclf",
                             stage=str(number)) == served_count
-    records = [RequestRecord.from_json(line) for line in server.request_log.read_text().splitlines()]
+    records = [RequestRecord.from_json(line) for line in server.logged()]
     assert [record.stage for record in records[:len(test_texts)]] == stages.tolist()
     assert len(versions) == 1 and next(iter(versions)).startswith("cascade-")
     assert {record.model_version for record in records} == versions

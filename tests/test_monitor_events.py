@@ -294,7 +294,7 @@ def test_file_log_predictions_go_through_the_store_once(server, tmp_path):
     predict(server, body, headers={"x-request-id": "file-1"})
     lines = []
     for _ in range(100):
-        lines = [json.loads(line) for line in server.request_log.read_text().splitlines()]
+        lines = [json.loads(line) for line in server.logged()]
         if any(line.get("request_id") == "file-1#4" for line in lines):
             break
         time.sleep(0.1)

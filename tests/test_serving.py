@@ -500,6 +500,11 @@ class RunningServer:
     model_dir: Path
     request_log: Path
 
+    def logged(self) -> list[str]:
+        """The request log's complete lines: the server writes it asynchronously, so a read may end mid-line."""
+        text = self.request_log.read_text()
+        return text[:text.rfind("\n") + 1].splitlines()
+
 
 def stop_process(process: subprocess.Popen) -> None:
     if process.poll() is None:
@@ -819,7 +824,7 @@ def test_request_log_has_one_json_line_per_prediction(server, ag_news_texts):
     assert len(generated) == 32 and generated != v1_predict(server, [f"{marker} generated"])["request_id"]
     deadline = time.monotonic() + 10
     while True:
-        lines = [json.loads(line) for line in server.request_log.read_text().splitlines()]
+        lines = [json.loads(line) for line in server.logged()]
         logged = [line for line in lines if line["text"].startswith(marker)]
         if len(logged) >= len(texts) + 3 or time.monotonic() > deadline:
             break
