@@ -444,6 +444,13 @@ def test_bench_settings_are_checked_and_recorded():
     assert bf16.key() != settings.key()
     with pytest.raises(ConfigError, match="precision"):
         TuneBenchSettings(dataset_uri="/data", precision="fp8")
+    warm = TuneBenchSettings(dataset_uri="/data", pruner_warmup_evaluations=7, startup_trials=2)
+    assert warm.key() != settings.key()
+    assert (warm.tune_config("s").pruner_warmup_evaluations, warm.tune_config("s").startup_trials) == (7, 2)
+    assert (settings.tune_config("s").pruner_warmup_evaluations, settings.tune_config("s").startup_trials) == (
+        TuneConfig().pruner_warmup_evaluations, TuneConfig().startup_trials)
+    with pytest.raises(ConfigError, match="pruner_warmup_evaluations"):
+        TuneBenchSettings(dataset_uri="/data", pruner_warmup_evaluations=-1)
 
 
 def test_bench_does_not_retrain_when_the_defaults_win():
@@ -462,12 +469,16 @@ def test_tune_command_runs_a_search_and_resumes_it(tmp_path, monkeypatch, capsys
 
     fake = FakeTrainer()
     real_run_search = textclf.tune.run_search
+    configs = []
     monkeypatch.setattr(textclf.tune, "run_search",
-                        lambda *args, **kwargs: real_run_search(*args, **kwargs, train_trial=fake))
+                        lambda *args, **kwargs: configs.append(args[2]) or real_run_search(*args, **kwargs,
+                                                                                           train_trial=fake))
     argv = ["tune", "--splits-dir", str(tmp_path), "--output", str(tmp_path / "out"), "--trials", "2",
             "--storage", f"sqlite:///{tmp_path / 's.db'}", "--study-name", "cli", "--max-length", "64",
-            "--search-space", '{"learning_rate": {"low": 1e-5, "high": 1e-3, "log": true}}']
+            "--search-space", '{"learning_rate": {"low": 1e-5, "high": 1e-3, "log": true}}',
+            "--startup-trials", "1", "--pruner-warmup-evaluations", "3"]
     assert main(argv) == 0
+    assert (configs[0].startup_trials, configs[0].pruner_warmup_evaluations) == (1, 3)
     printed = json.loads(capsys.readouterr().out)
     assert printed["trials"]["COMPLETE"] == 2 and printed["study_name"] == "cli"
     assert json.loads((tmp_path / "out" / BEST_PARAMS_FILE).read_text())["base_config"]["max_length"] == 64

@@ -85,7 +85,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
     space = _search_space(args.search_space)  # bad input fails here, before any data is read
     base = train_config_from_args(args)
     config = TuneConfig(n_trials=args.trials, study_name=args.study_name, storage=args.storage, seed=args.tune_seed,
-                        startup_trials=args.startup_trials, timeout_seconds=args.timeout_seconds)
+                        startup_trials=args.startup_trials, pruner_warmup_evaluations=args.pruner_warmup_evaluations,
+                        timeout_seconds=args.timeout_seconds)
     check_space(space, base)  # before any data is read or model trained
     splits = _splits(args, args.output)
     result = run_search(splits, args.output, config, base, space)
@@ -150,6 +151,7 @@ def cmd_bench_tune(args: argparse.Namespace) -> int:
         dataset_uri=args.dataset_uri or default_dataset_uri(), max_train_rows=args.max_train_rows,
         validation_fraction=args.validation_fraction, max_test_rows=args.max_test_rows, n_trials=args.trials,
         checkpoint_steps=args.checkpoint_steps, max_length=args.max_length, tune_seed=args.tune_seed,
+        startup_trials=args.startup_trials, pruner_warmup_evaluations=args.pruner_warmup_evaluations,
         precision=args.precision,
         search_space=_search_space_text(args.search_space))
     result = run_tune_benchmark(settings, args.output, args.work_dir)
@@ -167,6 +169,17 @@ def _search_space_text(text: str | None) -> str:
         return ""
     path = Path(text)
     return path.read_text(encoding="utf-8") if path.is_file() else text
+
+
+def add_pruner_flags(parser: Any) -> None:
+    """``--startup-trials`` and ``--pruner-warmup-evaluations`` (TuneConfig's defaults)."""
+    from textclf.tune import TuneConfig
+
+    parser.add_argument("--startup-trials", type=int, default=TuneConfig.startup_trials,
+                        help="random trials before TPE models the space; no pruning before as many finished")
+    parser.add_argument("--pruner-warmup-evaluations", type=int, default=TuneConfig.pruner_warmup_evaluations,
+                        help="validation evaluations (checkpoint steps at the smallest batch) before a trial can be "
+                        "pruned; about one epoch's lets long schedules past their slow start")
 
 
 def add_bench_tune_command(subparsers: Any) -> None:
@@ -188,6 +201,7 @@ def add_bench_tune_command(subparsers: Any) -> None:
     bench.add_argument("--checkpoint-steps", type=int, default=TuneBenchSettings.checkpoint_steps)
     bench.add_argument("--max-length", type=int, default=TuneBenchSettings.max_length)
     bench.add_argument("--tune-seed", type=int, default=TuneBenchSettings.tune_seed)
+    add_pruner_flags(bench)
     bench.add_argument("--precision", default=TuneBenchSettings.precision, choices=[p.value for p in Precision],
                        help="of every trial and both retrained models (bf16: autocast, needs avx512_bf16/amx_bf16)")
     bench.add_argument("--search-space", default=None, help="JSON (file or inline); default: the default space")
@@ -220,8 +234,7 @@ def add_tune_commands(subparsers: Any) -> None:
     tune.add_argument("--storage", default=defaults.storage, help="Optuna RDB URL (default: sqlite:///OUTPUT/study.db)")
     tune.add_argument("--study-name", default=defaults.study_name)
     tune.add_argument("--tune-seed", type=int, default=defaults.seed, help="TPE sampler seed")
-    tune.add_argument("--startup-trials", type=int, default=defaults.startup_trials,
-                      help="random trials before TPE models the space; no pruning before as many finished")
+    add_pruner_flags(tune)
     tune.add_argument("--timeout-seconds", type=float, default=defaults.timeout_seconds)
     tune.add_argument("--search-space", default=None, help=space_help)
     tune.add_argument("--output", type=Path, default=Path("runs/tune"), help="default: runs/tune")
