@@ -446,8 +446,8 @@ def test_bench_settings_are_checked_and_recorded():
         TuneBenchSettings(dataset_uri="/data", precision="fp8")
     warm = TuneBenchSettings(dataset_uri="/data", pruner_warmup_evaluations=7, startup_trials=2)
     assert warm.key() != settings.key()
-    assert (warm.tune_config("s").pruner_warmup_evaluations, warm.tune_config("s").startup_trials) == (7, 2)
-    assert (settings.tune_config("s").pruner_warmup_evaluations, settings.tune_config("s").startup_trials) == (
+    assert (warm.tune_config().pruner_warmup_evaluations, warm.tune_config().startup_trials) == (7, 2)
+    assert (settings.tune_config().pruner_warmup_evaluations, settings.tune_config().startup_trials) == (
         TuneConfig().pruner_warmup_evaluations, TuneConfig().startup_trials)
     with pytest.raises(ConfigError, match="pruner_warmup_evaluations"):
         TuneBenchSettings(dataset_uri="/data", pruner_warmup_evaluations=-1)

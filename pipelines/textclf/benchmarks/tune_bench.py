@@ -74,7 +74,7 @@ class TuneBenchSettings:
             raise ConfigError("bench-tune needs a dataset: pass --dataset-uri")
         SplitConfig(max_train_rows=self.max_train_rows, validation_fraction=self.validation_fraction,
                     max_test_rows=self.max_test_rows)
-        self.tune_config("check")
+        self.tune_config()
         check_space(self.space, self.base_config)
 
     @property
@@ -86,7 +86,7 @@ class TuneBenchSettings:
         return TrainConfig(max_length=self.max_length, checkpoint_steps=self.checkpoint_steps,
                            precision=self.precision)
 
-    def tune_config(self, study_name: str, storage: str = "") -> TuneConfig:
+    def tune_config(self, study_name: str = TuneConfig.study_name, storage: str = "") -> TuneConfig:
         return TuneConfig(n_trials=self.n_trials, study_name=study_name, storage=storage, seed=self.tune_seed,
                           startup_trials=self.startup_trials,
                           pruner_warmup_evaluations=self.pruner_warmup_evaluations)
